@@ -1,0 +1,706 @@
+//! Validation of a [`Config`] into the runtime [`Plan`]: parsed addresses, methods, header
+//! values and path templates, so the request path never parses configuration.
+//!
+//! Validation collects every problem rather than stopping at the first, each with its key path.
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+use super::{Config, ConfigError, ConfigProblem, MockResponseConfig, RouteConfig};
+
+/// Paths the gateway serves itself; a configured route may not take them.
+pub const BUILTIN_PATHS: &[&str] = &["/health", "/ready"];
+
+/// The validated configuration the gateway runs from.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub server: ServerSettings,
+    pub upstreams: BTreeMap<String, UpstreamSettings>,
+    pub routes: Vec<RoutePlan>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub body_limit: u64,
+    pub header_limit: usize,
+    pub timeout: Duration,
+    pub trusted_proxies: usize,
+    pub strip_stage: bool,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    pub name: String,
+    /// `scheme://authority[/base/path]` without a trailing slash.
+    pub base_url: String,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RoutePlan {
+    /// The path template as written, e.g. `/users/{*rest}`; also the route's name in logs.
+    pub path: String,
+    /// `None` accepts every method.
+    pub methods: Option<Vec<Method>>,
+    pub action: RouteAction,
+}
+
+#[derive(Clone, Debug)]
+pub enum RouteAction {
+    Proxy {
+        upstream: String,
+        target: TargetPath,
+    },
+    Mock(MockResponse),
+}
+
+/// How the normalized request path becomes the upstream path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPath {
+    Unchanged,
+    StripPrefix(String),
+    Rewrite(Vec<TemplatePart>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplatePart {
+    Literal(String),
+    Param(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct MockResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Plan {
+    /// Validates `config`, reporting every problem found.
+    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        let mut problems = Problems::default();
+        let server = server_settings(config, &mut problems);
+        let upstreams = config
+            .upstreams
+            .iter()
+            .filter_map(|(name, upstream)| {
+                upstream_settings(name, upstream, &mut problems).map(|u| (name.clone(), u))
+            })
+            .collect();
+        let routes: Vec<(usize, RoutePlan)> = config
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, route)| {
+                route_plan(index, route, config, &mut problems).map(|plan| (index, plan))
+            })
+            .collect();
+        check_route_table(&routes, &mut problems);
+        let routes = routes.into_iter().map(|(_, plan)| plan).collect();
+
+        match (server, problems.0.is_empty()) {
+            (Some(server), true) => Ok(Plan {
+                server,
+                upstreams,
+                routes,
+            }),
+            _ => Err(ConfigError {
+                problems: problems.0,
+            }),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn server_settings(config: &Config, problems: &mut Problems) -> Option<ServerSettings> {
+    let server = &config.server;
+    let listen = resolve_listen(&server.listen)
+        .map_err(|message| problems.add("server.listen", message))
+        .ok();
+    if server.timeout.0.is_zero() {
+        problems.add("server.timeout", "must be greater than zero");
+    }
+    if server.header_limit.0 < 1024 {
+        problems.add("server.header_limit", "must be at least 1KB");
+    }
+    let header_limit = usize::try_from(server.header_limit.0).unwrap_or(usize::MAX);
+    Some(ServerSettings {
+        listen: listen?,
+        body_limit: server.body_limit.0,
+        header_limit,
+        timeout: server.timeout.0,
+        trusted_proxies: server.trusted_proxies,
+        strip_stage: server.strip_stage,
+        shutdown_timeout: server.shutdown_timeout.0,
+    })
+}
+
+fn resolve_listen(listen: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("not a HOST:PORT address: {listen:?}"))
+}
+
+fn upstream_settings(
+    name: &str,
+    upstream: &super::UpstreamConfig,
+    problems: &mut Problems,
+) -> Option<UpstreamSettings> {
+    let key = format!("upstreams.{name}");
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        problems.add(&key, "upstream names use letters, digits, '_' and '-'");
+    }
+    if upstream.timeout.0.is_zero() {
+        problems.add(format!("{key}.timeout"), "must be greater than zero");
+    }
+    if upstream.connect_timeout.0.is_zero() {
+        problems.add(
+            format!("{key}.connect_timeout"),
+            "must be greater than zero",
+        );
+    }
+    let url = match reqwest::Url::parse(&upstream.url) {
+        Ok(url) => url,
+        Err(e) if upstream.url.contains('@') => {
+            problems.add(format!("{key}.url"), format!("invalid URL: {e}"));
+            return None;
+        }
+        Err(e) => {
+            problems.add(
+                format!("{key}.url"),
+                format!("invalid URL {:?}: {e}", upstream.url),
+            );
+            return None;
+        }
+    };
+    // Never echo credentials back into logs: show the URL with its password masked.
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    let mut valid = true;
+    let mut complain = |message: &str| {
+        problems.add(
+            format!("{key}.url"),
+            format!("{message} in {:?}", shown.as_str()),
+        );
+        valid = false;
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        complain("the scheme must be http or https");
+    }
+    if url.host_str().is_none() {
+        complain("a host is required");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        complain("no query or fragment allowed");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        complain("credentials do not belong in the URL (pass them through the environment)");
+    }
+    valid.then(|| UpstreamSettings {
+        name: name.to_owned(),
+        base_url: url.as_str().trim_end_matches('/').to_owned(),
+        timeout: upstream.timeout.0,
+        connect_timeout: upstream.connect_timeout.0,
+    })
+}
+
+fn route_plan(
+    index: usize,
+    route: &RouteConfig,
+    config: &Config,
+    problems: &mut Problems,
+) -> Option<RoutePlan> {
+    let key = format!("routes[{index}]");
+    let before = problems.0.len();
+
+    let params = check_path_template(&route.path)
+        .map_err(|message| problems.add(format!("{key}.path"), message))
+        .unwrap_or_default();
+    if BUILTIN_PATHS.contains(&route.path.as_str()) {
+        problems.add(
+            format!("{key}.path"),
+            format!("{:?} is a built-in endpoint of the gateway", route.path),
+        );
+    }
+
+    let methods = route.methods.as_ref().map(|methods| {
+        if methods.is_empty() {
+            problems.add(
+                format!("{key}.methods"),
+                "list at least one method, or omit the key for any",
+            );
+        }
+        methods
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| {
+                        problems.add(
+                            format!("{key}.methods[{i}]"),
+                            format!("not an HTTP method: {m:?}"),
+                        )
+                    })
+                    .ok()
+            })
+            .collect::<Vec<_>>()
+    });
+
+    let action = match (&route.upstream, &route.response) {
+        (Some(_), Some(_)) => {
+            problems.add(&key, "set either `upstream` or `response`, not both");
+            None
+        }
+        (None, None) => {
+            problems.add(&key, "set `upstream` (proxy) or `response` (mock)");
+            None
+        }
+        (None, Some(response)) => {
+            for field in [
+                ("strip_prefix", route.strip_prefix.is_some()),
+                ("rewrite", route.rewrite.is_some()),
+            ] {
+                if field.1 {
+                    problems.add(
+                        format!("{key}.{}", field.0),
+                        "only applies to routes with an `upstream`",
+                    );
+                }
+            }
+            mock_response(&format!("{key}.response"), response, problems).map(RouteAction::Mock)
+        }
+        (Some(upstream), None) => {
+            if !config.upstreams.contains_key(upstream) {
+                let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none defined".to_owned()
+                } else {
+                    known.join(", ")
+                };
+                problems.add(
+                    format!("{key}.upstream"),
+                    format!("unknown upstream {upstream:?} (known: {known})"),
+                );
+            }
+            target_path(&key, route, &params, problems).map(|target| RouteAction::Proxy {
+                upstream: upstream.clone(),
+                target,
+            })
+        }
+    };
+
+    (problems.0.len() == before).then_some(())?;
+    Some(RoutePlan {
+        path: route.path.clone(),
+        methods,
+        action: action?,
+    })
+}
+
+/// Checks a route path and returns its parameter names.
+///
+/// Paths must already be in the normalized form requests are matched in (see
+/// `routes::normalize`), or they could never match.
+fn check_path_template(path: &str) -> Result<Vec<String>, String> {
+    if !path.starts_with('/') {
+        return Err(format!("must start with '/': {path:?}"));
+    }
+    if path.contains(['?', '#', '\\']) {
+        return Err(format!("no '?', '#' or '\\' in a route path: {path:?}"));
+    }
+    if path.contains("//") {
+        return Err(format!("empty segment ('//') in {path:?}"));
+    }
+    let mut params = Vec::new();
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        if *segment == "." || *segment == ".." {
+            return Err(format!("dot segment in {path:?}"));
+        }
+        if segment.starts_with(':') || (segment.starts_with('*') && segment.len() > 1) {
+            return Err(format!(
+                "{segment:?} is the old syntax; write {{{}}} or {{*{}}}",
+                &segment[1..],
+                &segment[1..]
+            ));
+        }
+        if let Some(inner) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let (name, wildcard) = match inner.strip_prefix('*') {
+                Some(name) => (name, true),
+                None => (inner, false),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("invalid parameter name {name:?} in {path:?}"));
+            }
+            if wildcard && i + 1 != segments.len() {
+                return Err(format!(
+                    "a {{*{name}}} wildcard must be the last segment of {path:?}"
+                ));
+            }
+            params.push(name.to_owned());
+        } else if segment.contains(['{', '}']) {
+            return Err(format!(
+                "a parameter must be a whole segment: {segment:?} in {path:?}"
+            ));
+        }
+    }
+    Ok(params)
+}
+
+fn target_path(
+    key: &str,
+    route: &RouteConfig,
+    params: &[String],
+    problems: &mut Problems,
+) -> Option<TargetPath> {
+    match (&route.strip_prefix, &route.rewrite) {
+        (Some(_), Some(_)) => {
+            problems.add(key, "set either `strip_prefix` or `rewrite`, not both");
+            None
+        }
+        (None, None) => Some(TargetPath::Unchanged),
+        (Some(prefix), None) => {
+            let static_part = route.path.split('{').next().unwrap_or_default();
+            if !prefix.starts_with('/') || (prefix.len() > 1 && prefix.ends_with('/')) {
+                problems.add(
+                    format!("{key}.strip_prefix"),
+                    "must start with '/' and not end with '/'",
+                );
+                None
+            } else if !static_part.starts_with(prefix.as_str())
+                || !(static_part.len() == prefix.len()
+                    || static_part[prefix.len()..].starts_with('/'))
+            {
+                problems.add(
+                    format!("{key}.strip_prefix"),
+                    format!(
+                        "{prefix:?} is not a leading part of the path {:?}",
+                        route.path
+                    ),
+                );
+                None
+            } else {
+                Some(TargetPath::StripPrefix(prefix.clone()))
+            }
+        }
+        (None, Some(rewrite)) => match parse_template(rewrite, params) {
+            Ok(parts) => Some(TargetPath::Rewrite(parts)),
+            Err(message) => {
+                problems.add(format!("{key}.rewrite"), message);
+                None
+            }
+        },
+    }
+}
+
+fn parse_template(template: &str, params: &[String]) -> Result<Vec<TemplatePart>, String> {
+    if !template.starts_with('/') {
+        return Err(format!("must start with '/': {template:?}"));
+    }
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(TemplatePart::Literal(rest[..open].to_owned()));
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in {template:?}"))?;
+        let name = rest[open + 1..open + close].trim_start_matches('*');
+        if !params.iter().any(|p| p == name) {
+            return Err(format!(
+                "{{{name}}} is not a parameter of the route path (parameters: {})",
+                if params.is_empty() {
+                    "none".to_owned()
+                } else {
+                    params.join(", ")
+                }
+            ));
+        }
+        parts.push(TemplatePart::Param(name.to_owned()));
+        rest = &rest[open + close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("unmatched '}}' in {template:?}"));
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Literal(rest.to_owned()));
+    }
+    Ok(parts)
+}
+
+fn mock_response(
+    key: &str,
+    response: &MockResponseConfig,
+    problems: &mut Problems,
+) -> Option<MockResponse> {
+    let before = problems.0.len();
+    let status = StatusCode::from_u16(response.status)
+        .ok()
+        .filter(|s| (200..=599).contains(&s.as_u16()));
+    if status.is_none() {
+        problems.add(
+            format!("{key}.status"),
+            format!("not a final HTTP status (200-599): {}", response.status),
+        );
+    }
+    let mut headers = HeaderMap::new();
+    for (name, value) in &response.headers {
+        match (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            (Err(_), _) => problems.add(
+                format!("{key}.headers"),
+                format!("invalid header name {name:?}"),
+            ),
+            (_, Err(_)) => problems.add(format!("{key}.headers.{name}"), "invalid header value"),
+        }
+    }
+    (problems.0.len() == before).then(|| MockResponse {
+        status: status.unwrap_or(StatusCode::OK),
+        headers,
+        body: Bytes::from(response.body.clone()),
+    })
+}
+
+/// Routes on one path may split methods between them, but never claim the same method twice,
+/// and no two paths may be ambiguous for the router.
+/// A route's config index and its methods (`None`: any).
+type IndexedMethods<'a> = (usize, &'a Option<Vec<Method>>);
+
+fn check_route_table(routes: &[(usize, RoutePlan)], problems: &mut Problems) {
+    let mut by_path: BTreeMap<&str, Vec<IndexedMethods<'_>>> = BTreeMap::new();
+    for (index, route) in routes {
+        by_path
+            .entry(&route.path)
+            .or_default()
+            .push((*index, &route.methods));
+    }
+    let mut router = matchit::Router::new();
+    for (path, entries) in &by_path {
+        if let Err(e) = router.insert(*path, ()) {
+            let index = entries[0].0;
+            problems.add(
+                format!("routes[{index}].path"),
+                format!("conflicts with another route: {e}"),
+            );
+        }
+        for (a, (index_a, methods_a)) in entries.iter().enumerate() {
+            for (index_b, methods_b) in &entries[a + 1..] {
+                let overlap = match (methods_a, methods_b) {
+                    (None, _) | (_, None) => true,
+                    (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+                };
+                if overlap {
+                    problems.add(
+                        format!("routes[{index_b}].methods"),
+                        format!("routes[{index_a}] already serves {path:?} for the same method(s)"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(toml: &str) -> Vec<String> {
+        let config = Config::from_toml(toml).expect("parses");
+        match Plan::new(&config) {
+            Ok(_) => vec![],
+            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_empty_config_is_valid() {
+        assert!(problems("").is_empty());
+    }
+
+    #[test]
+    fn an_unknown_upstream_names_the_route_and_the_known_ones() {
+        let found = problems(
+            r#"
+            [upstreams.users]
+            url = "http://127.0.0.1:9001"
+            [upstreams.orders]
+            url = "http://127.0.0.1:9002"
+            [[routes]]
+            path = "/a"
+            upstream = "users"
+            [[routes]]
+            path = "/b"
+            upstream = "users"
+            [[routes]]
+            path = "/c"
+            upstream = "userz"
+            "#,
+        );
+        assert_eq!(
+            found,
+            vec![r#"routes[2].upstream: unknown upstream "userz" (known: orders, users)"#]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let found = problems(
+            r#"
+            [server]
+            listen = "nowhere"
+            timeout = "0s"
+            [upstreams.bad]
+            url = "ftp://example.com"
+            [[routes]]
+            path = "users"
+            upstream = "bad"
+            [[routes]]
+            path = "/health"
+            response = { status = 99 }
+            "#,
+        );
+        let keys: Vec<&str> = found.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "server.listen",
+                "server.timeout",
+                "upstreams.bad.url",
+                "routes[0].path",
+                "routes[1].path",
+                "routes[1].response.status"
+            ],
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn old_axum_syntax_gets_a_hint() {
+        let found = problems("[[routes]]\npath = \"/users/:id\"\nresponse = {}\n");
+        assert!(found[0].contains("write {id}"), "{found:?}");
+    }
+
+    #[test]
+    fn rewrite_placeholders_must_be_route_params() {
+        let found = problems(
+            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\npath = \"/a/{id}\"\nupstream = \"u\"\nrewrite = \"/b/{name}\"\n",
+        );
+        assert!(
+            found[0].starts_with("routes[0].rewrite: {name} is not a parameter"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn rewrite_templates_split_into_literals_and_params() {
+        let parts =
+            parse_template("/v2/users/{id}/x/{*rest}", &["id".into(), "rest".into()]).unwrap();
+        assert_eq!(
+            parts,
+            vec![
+                TemplatePart::Literal("/v2/users/".into()),
+                TemplatePart::Param("id".into()),
+                TemplatePart::Literal("/x/".into()),
+                TemplatePart::Param("rest".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn strip_prefix_must_lead_the_path_on_a_segment_boundary() {
+        let base = "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nupstream = \"u\"\n";
+        assert!(
+            problems(&format!(
+                "{base}path = \"/users/{{*rest}}\"\nstrip_prefix = \"/users\"\n"
+            ))
+            .is_empty()
+        );
+        assert!(
+            !problems(&format!(
+                "{base}path = \"/users/{{*rest}}\"\nstrip_prefix = \"/use\"\n"
+            ))
+            .is_empty()
+        );
+        assert!(
+            !problems(&format!(
+                "{base}path = \"/users/{{*rest}}\"\nstrip_prefix = \"/orders\"\n"
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn one_path_may_split_methods_but_not_share_them() {
+        let base = "[[routes]]\npath = \"/a\"\nmethods = [\"GET\"]\nresponse = {}\n";
+        assert!(
+            problems(&format!(
+                "{base}[[routes]]\npath = \"/a\"\nmethods = [\"post\"]\nresponse = {{}}\n"
+            ))
+            .is_empty()
+        );
+        let found = problems(&format!(
+            "{base}[[routes]]\npath = \"/a\"\nresponse = {{}}\n"
+        ));
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].starts_with("routes[1].methods: routes[0] already serves"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn ambiguous_paths_are_rejected() {
+        let found = problems(
+            "[[routes]]\npath = \"/a/{x}\"\nresponse = {}\n[[routes]]\npath = \"/a/{y}\"\nresponse = {}\n",
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("conflicts with another route")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn upstream_urls_carry_no_credentials() {
+        let found = problems("[upstreams.u]\nurl = \"https://user:secret@example.com\"\n");
+        assert!(found[0].contains("credentials"), "{found:?}");
+        assert!(
+            !found[0].contains("secret"),
+            "the password leaked: {found:?}"
+        );
+    }
+}

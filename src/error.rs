@@ -1,0 +1,281 @@
+//! The one error type of the request path, answered as RFC 9457 `application/problem+json`.
+//!
+//! [`Error::into_response`] attaches a [`Problem`] to the response; the request-id layer
+//! (the outermost layer of every router [`crate::build`] makes) renders it into the body
+//! together with the request's id. Internal causes are logged here and never reach the client.
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+/// Content type of every error the gateway itself produces (RFC 9457 §3).
+pub const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+
+/// Everything that can go wrong while the gateway handles a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no route matches the request path")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: HeaderValue },
+    #[error("invalid request path: {0}")]
+    InvalidPath(&'static str),
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("request header section larger than {limit} bytes")]
+    HeadersTooLarge { limit: usize },
+    #[error("could not read the request body")]
+    BadRequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the request took longer than the gateway's deadline")]
+    DeadlineExceeded,
+    #[error("upstream {upstream} did not answer in time")]
+    UpstreamTimeout { upstream: Arc<str> },
+    #[error("upstream {upstream} is unreachable")]
+    UpstreamUnavailable {
+        upstream: Arc<str>,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the response body failed before it was complete")]
+    IncompleteResponse,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The problem details object (RFC 9457 §3.1), minus `request_id` which is added on render.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+}
+
+#[derive(Serialize)]
+struct RenderedProblem<'a> {
+    #[serde(flatten)]
+    problem: &'a Problem,
+    request_id: &'a str,
+}
+
+impl Problem {
+    /// Serializes the problem with the request's id.
+    pub fn to_json(&self, request_id: &str) -> Vec<u8> {
+        serde_json::to_vec(&RenderedProblem {
+            problem: self,
+            request_id,
+        })
+        .unwrap_or_else(|_| b"{}".to_vec())
+    }
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::RouteNotFound => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::InvalidPath(_) | Error::BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::DeadlineExceeded | Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::UpstreamUnavailable { .. } | Error::IncompleteResponse => {
+                StatusCode::BAD_GATEWAY
+            }
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem a client sees: a stable `type`, and a detail that names no internals.
+    pub fn problem(&self) -> Problem {
+        let (kind, title, detail) = match self {
+            Error::RouteNotFound => (
+                "route-not-found",
+                "Not Found",
+                "No route matches this path.".to_owned(),
+            ),
+            Error::MethodNotAllowed { allow } => (
+                "method-not-allowed",
+                "Method Not Allowed",
+                format!(
+                    "This route accepts: {}.",
+                    allow.to_str().unwrap_or_default()
+                ),
+            ),
+            Error::InvalidPath(why) => (
+                "invalid-path",
+                "Bad Request",
+                format!("The request path is not acceptable: {why}."),
+            ),
+            Error::PayloadTooLarge { limit } => (
+                "payload-too-large",
+                "Content Too Large",
+                format!("The request body exceeds the limit of {limit} bytes."),
+            ),
+            Error::HeadersTooLarge { limit } => (
+                "headers-too-large",
+                "Request Header Fields Too Large",
+                format!("The request headers exceed the limit of {limit} bytes."),
+            ),
+            Error::BadRequestBody(_) => (
+                "bad-request-body",
+                "Bad Request",
+                "The request body could not be read.".to_owned(),
+            ),
+            Error::DeadlineExceeded => (
+                "gateway-timeout",
+                "Gateway Timeout",
+                "The request did not complete within the gateway's deadline.".to_owned(),
+            ),
+            Error::UpstreamTimeout { upstream } => (
+                "upstream-timeout",
+                "Gateway Timeout",
+                format!("The upstream service '{upstream}' did not answer in time."),
+            ),
+            Error::UpstreamUnavailable { upstream, .. } => (
+                "upstream-unavailable",
+                "Bad Gateway",
+                format!("The upstream service '{upstream}' could not be reached."),
+            ),
+            Error::IncompleteResponse => (
+                "upstream-response-incomplete",
+                "Bad Gateway",
+                "The upstream response failed before it was complete.".to_owned(),
+            ),
+            Error::Internal(_) => (
+                "internal",
+                "Internal Server Error",
+                "The gateway failed to handle the request.".to_owned(),
+            ),
+        };
+        Problem {
+            kind: problem_type(kind),
+            title,
+            status: self.status().as_u16(),
+            detail,
+        }
+    }
+
+    fn log(&self) {
+        use std::error::Error as _;
+        match self {
+            Error::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            Error::UpstreamUnavailable { upstream, source } => {
+                let mut cause = String::new();
+                let mut next = source.source();
+                while let Some(e) = next {
+                    cause.push_str(if cause.is_empty() { "" } else { ": " });
+                    cause.push_str(&e.to_string());
+                    next = e.source();
+                }
+                tracing::warn!(%upstream, error = %source, %cause, "upstream unreachable");
+            }
+            Error::UpstreamTimeout { upstream } => tracing::warn!(%upstream, "upstream timed out"),
+            Error::BadRequestBody(cause) => {
+                tracing::info!(error = %cause, "request body read failed")
+            }
+            Error::DeadlineExceeded => tracing::warn!("request deadline exceeded"),
+            _ => {}
+        }
+    }
+}
+
+/// Problem type URIs (RFC 9457 §3.1.1): stable identifiers clients may switch on.
+fn problem_type(slug: &'static str) -> &'static str {
+    macro_rules! types {
+        ($($slug:literal),*) => {
+            match slug {
+                $($slug => concat!("urn:proxyfn:problem:", $slug),)*
+                _ => "about:blank",
+            }
+        };
+    }
+    types!(
+        "route-not-found",
+        "method-not-allowed",
+        "invalid-path",
+        "payload-too-large",
+        "headers-too-large",
+        "bad-request-body",
+        "gateway-timeout",
+        "upstream-timeout",
+        "upstream-unavailable",
+        "upstream-response-incomplete",
+        "internal"
+    )
+}
+
+/// Writes the [`Problem`] an error left on `response` into its body, with the request's id.
+/// A response without a problem is left alone.
+pub fn render_problem(response: &mut Response, request_id: &HeaderValue) {
+    if let Some(problem) = response.extensions_mut().remove::<Problem>() {
+        let body = problem.to_json(request_id.to_str().unwrap_or_default());
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        *response.body_mut() = axum::body::Body::from(body);
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        self.log();
+        let mut response = self.status().into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, PROBLEM_JSON);
+        if let Error::MethodNotAllowed { allow } = &self {
+            response.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        response.extensions_mut().insert(self.problem());
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_render_with_the_request_id() {
+        let json: serde_json::Value =
+            serde_json::from_slice(&Error::RouteNotFound.problem().to_json("abc")).unwrap();
+        assert_eq!(json["type"], "urn:proxyfn:problem:route-not-found");
+        assert_eq!(json["status"], 404);
+        assert_eq!(json["title"], "Not Found");
+        assert_eq!(json["request_id"], "abc");
+        assert!(json["detail"].as_str().unwrap().contains("No route"));
+    }
+
+    #[test]
+    fn internal_causes_stay_out_of_the_detail() {
+        let problem = Error::Internal("db password=hunter2".into()).problem();
+        assert!(!problem.detail.contains("hunter2"));
+        assert_eq!(problem.status, 500);
+    }
+
+    #[test]
+    fn every_error_has_a_typed_problem() {
+        let errors = [
+            Error::RouteNotFound,
+            Error::MethodNotAllowed {
+                allow: HeaderValue::from_static("GET"),
+            },
+            Error::InvalidPath("x"),
+            Error::PayloadTooLarge { limit: 1 },
+            Error::HeadersTooLarge { limit: 1 },
+            Error::BadRequestBody("x".into()),
+            Error::DeadlineExceeded,
+            Error::UpstreamTimeout {
+                upstream: "u".into(),
+            },
+            Error::IncompleteResponse,
+            Error::Internal("x".into()),
+        ];
+        for error in errors {
+            assert_ne!(error.problem().kind, "about:blank", "{error:?}");
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! proxyfn: an API gateway in one binary, run inside AWS Lambda or as an HTTP server.
+//!
+//! [`build`] turns a [`Config`] into the one [`axum::Router`] both runtimes serve. It reads
+//! like the path a request takes through the gateway:
+//!
+//! 1. request id: set or propagate `X-Request-Id`; render problem bodies with it;
+//! 2. panics become 500 problems, never a dead runtime;
+//! 3. limits: header section (431), body (413), whole-request deadline (504);
+//! 4. path normalization (400 for ambiguous paths);
+//! 5. routing: built-in endpoints, then configured routes (mock or proxy).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), proxyfn::ConfigError> {
+//! let config = proxyfn::Config::from_toml(r#"
+//!     [[routes]]
+//!     path = "/hello"
+//!     response = { status = 200, body = "hello" }
+//! "#)?;
+//! let router = proxyfn::build(&config).await?;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod docs;
+pub mod error;
+pub mod limits;
+pub mod observability;
+pub mod routes;
+pub mod runtime;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+
+use axum::{Router, response::IntoResponse};
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use config::{Config, ConfigError, Plan};
+pub use error::Error;
+
+use crate::{
+    limits::LimitsLayer, observability::RequestIdLayer, routes::normalize::NormalizePathLayer,
+    upstream::Upstream,
+};
+
+/// A validated configuration and the router built from it.
+pub struct App {
+    pub plan: Plan,
+    pub router: Router,
+}
+
+impl App {
+    /// Validates `config` and builds everything the request path needs (clients, route
+    /// table, header values), once.
+    pub async fn new(config: &Config) -> Result<Self, ConfigError> {
+        let plan = Plan::new(config)?;
+        let router = router(&plan)?;
+        Ok(Self { plan, router })
+    }
+}
+
+/// The gateway's router for `config`, shared by `main`, the Lambda runtime and the tests.
+pub async fn build(config: &Config) -> Result<Router, ConfigError> {
+    Ok(App::new(config).await?.router)
+}
+
+fn router(plan: &Plan) -> Result<Router, ConfigError> {
+    let upstreams = plan
+        .upstreams
+        .iter()
+        .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings)?)))
+        .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
+    let server = &plan.server;
+
+    // `Router::layer` runs the last layer first: read this list from the bottom up.
+    Ok(Router::new()
+        .fallback_service(routes::router(plan, &upstreams))
+        .layer(NormalizePathLayer)
+        .layer(LimitsLayer::new(
+            server.body_limit,
+            server.header_limit,
+            server.timeout,
+        ))
+        .layer(CatchPanicLayer::custom(|_panic| {
+            Error::Internal("a request handler panicked".into()).into_response()
+        }))
+        .layer(RequestIdLayer))
+}

@@ -1,0 +1,162 @@
+//! Request limits enforced before any routing work: the header section size (431,
+//! RFC 6585 §5), the body size (413, RFC 9110 §15.5.14) and the whole-request deadline (504).
+//!
+//! The body limit is checked up front against `Content-Length`, and enforced while streaming
+//! for chunked bodies (the proxy answers 413 when the stream crosses the limit). The deadline
+//! covers the time until the response head is ready; a long download that has started is not
+//! cut off by it.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::Request,
+    response::{IntoResponse, Response},
+};
+use http::header::CONTENT_LENGTH;
+use tower::{Layer, Service};
+
+use crate::error::Error;
+
+/// The body limit in force, left on the request for whoever reads the body (the proxy turns
+/// a limit crossed mid-stream into 413).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub u64);
+
+#[derive(Clone, Copy, Debug)]
+pub struct LimitsLayer {
+    body_limit: u64,
+    header_limit: usize,
+    timeout: Duration,
+}
+
+impl LimitsLayer {
+    pub fn new(body_limit: u64, header_limit: usize, timeout: Duration) -> Self {
+        Self {
+            body_limit,
+            header_limit,
+            timeout,
+        }
+    }
+}
+
+impl<S> Layer<S> for LimitsLayer {
+    type Service = Limits<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Limits {
+            inner,
+            limits: *self,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits<S> {
+    inner: S,
+    limits: LimitsLayer,
+}
+
+/// Bytes of the header section as sent on the wire: `name: value\r\n` per field.
+fn header_section_size(request: &Request) -> usize {
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+impl<S> Service<Request> for Limits<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = LimitsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let limits = self.limits;
+        if header_section_size(&request) > limits.header_limit {
+            return LimitsFuture::rejected(Error::HeadersTooLarge {
+                limit: limits.header_limit,
+            });
+        }
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limits.body_limit) {
+            return LimitsFuture::rejected(Error::PayloadTooLarge {
+                limit: limits.body_limit,
+            });
+        }
+        let mut request = request.map(|body| {
+            let limit = usize::try_from(limits.body_limit).unwrap_or(usize::MAX);
+            Body::new(http_body_util::Limited::new(body, limit))
+        });
+        request
+            .extensions_mut()
+            .insert(BodyLimit(limits.body_limit));
+        LimitsFuture::Running {
+            inner: tokio::time::timeout(limits.timeout, self.inner.call(request)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = LimitsProjection]
+    pub enum LimitsFuture<F> {
+        Rejected { response: Option<Response> },
+        Running { #[pin] inner: tokio::time::Timeout<F> },
+    }
+}
+
+impl<F> LimitsFuture<F> {
+    fn rejected(error: Error) -> Self {
+        LimitsFuture::Rejected {
+            response: Some(error.into_response()),
+        }
+    }
+}
+
+impl<F, E> Future for LimitsFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            LimitsProjection::Rejected { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                    Error::Internal("limits future polled after completion".into()).into_response()
+                })))
+            }
+            LimitsProjection::Running { inner } => match ready!(inner.poll(cx)) {
+                Ok(result) => Poll::Ready(result),
+                Err(_elapsed) => Poll::Ready(Ok(Error::DeadlineExceeded.into_response())),
+            },
+        }
+    }
+}
+
+/// True when `error`, or anything in its source chain, is the body limit being crossed.
+pub fn is_body_limit_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}

@@ -1,0 +1,154 @@
+//! The `proxyfn` command: `serve` (default; what Lambda's `bootstrap` runs), `check`, `openapi`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use proxyfn::{
+    App, ConfigError, Plan, config,
+    observability::init_logging,
+    runtime::{self, lambda, server},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "proxyfn",
+    version,
+    about = "An API gateway for AWS Lambda and plain HTTP servers"
+)]
+struct Cli {
+    /// Configuration file [default: $PROXYFN_CONFIG, else ./proxyfn.toml, else built-in]
+    #[arg(long, short, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: in AWS Lambda when AWS_LAMBDA_RUNTIME_API is set, else an HTTP server
+    Serve,
+    /// Validate the configuration and exit (status 2 when invalid)
+    Check,
+    /// Print the OpenAPI document of the configuration
+    Openapi,
+}
+
+/// Exit status for an invalid configuration.
+const CONFIG_INVALID: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let in_lambda = runtime::in_lambda();
+    init_logging(in_lambda);
+
+    let (config, source) = match config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(error) => return config_failure(&error, in_lambda),
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Check => match Plan::new(&config) {
+            Ok(plan) => {
+                println!(
+                    "{source}: OK ({} routes, {} upstreams)",
+                    plan.routes.len(),
+                    plan.upstreams.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => config_failure(&error, false),
+        },
+        Command::Openapi => match Plan::new(&config) {
+            Ok(plan) => {
+                let document = proxyfn::docs::openapi(&plan);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&document).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => config_failure(&error, false),
+        },
+        Command::Serve => serve(&config, &source, in_lambda),
+    }
+}
+
+fn serve(config: &config::Config, source: &config::ConfigSource, in_lambda: bool) -> ExitCode {
+    // Lambda runs one invocation at a time: a single-threaded runtime starts faster.
+    let runtime = if in_lambda {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("proxyfn: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let app = match App::new(config).await {
+            Ok(app) => app,
+            Err(error) => {
+                if in_lambda {
+                    lambda::report_init_error("Runtime.ConfigError", &error.to_string()).await;
+                }
+                return config_failure(&error, false);
+            }
+        };
+        tracing::info!(config = %source, routes = app.plan.routes.len(), lambda = in_lambda, "proxyfn starting");
+        let settings = app.plan.server.clone();
+        let result = if in_lambda {
+            lambda::run(app.router, settings.strip_stage)
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            let listener = match tokio::net::TcpListener::bind(settings.listen).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    eprintln!("proxyfn: cannot listen on {}: {error}", settings.listen);
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(listen = %settings.listen, "listening");
+            server::serve(
+                listener,
+                app.router,
+                settings.trusted_proxies,
+                settings.shutdown_timeout,
+                server::shutdown_signal(),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "proxyfn stopped with an error");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Prints every problem and returns exit status 2. In Lambda the problems are also sent to
+/// the Runtime API's init-error endpoint.
+fn config_failure(error: &ConfigError, report_to_lambda: bool) -> ExitCode {
+    eprintln!("proxyfn: {error}");
+    if report_to_lambda {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(lambda::report_init_error(
+                "Runtime.ConfigError",
+                &error.to_string(),
+            ));
+        }
+    }
+    ExitCode::from(CONFIG_INVALID)
+}

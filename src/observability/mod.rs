@@ -1,0 +1,31 @@
+//! Logs and correlation: the request-id layer and the tracing subscriber set-up.
+
+mod request_id;
+
+pub use request_id::{RequestId, RequestIdLayer, X_REQUEST_ID};
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Installs the global tracing subscriber: JSON lines (CloudWatch-friendly) in Lambda or when
+/// stdout is not a terminal, human-readable otherwise. The level comes from `RUST_LOG`
+/// (default `info`). Calling it twice is harmless.
+pub fn init_logging(in_lambda: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = in_lambda || !std::io::stdout().is_terminal();
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if json {
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
+            .try_init()
+    } else {
+        registry.with(fmt::layer()).try_init()
+    };
+    drop(result);
+}

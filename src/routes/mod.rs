@@ -1,0 +1,151 @@
+//! The route table: built-in endpoints as axum routes, and every configured `[[routes]]`
+//! entry behind one dispatcher that matches the normalized path, checks the method, and
+//! hands the request to the route's handler (proxy or mock).
+//!
+//! Routes are grouped by path so one path can send GET to one place and POST to another;
+//! a method no route on the path accepts is 405 with `Allow` (RFC 9110 §15.5.6).
+
+mod builtin;
+mod mock;
+pub mod normalize;
+mod proxy;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, Method};
+
+use crate::{
+    config::{Plan, RouteAction, RoutePlan},
+    error::Error,
+    upstream::Upstream,
+};
+
+/// The template of the route that matched, as a request extension (for logs and metrics).
+#[derive(Clone, Debug)]
+pub struct MatchedRoute(pub Arc<str>);
+
+/// Builds the router of built-in endpoints and configured routes.
+pub fn router(plan: &Plan, upstreams: &BTreeMap<String, Upstream>) -> Router {
+    let table = Arc::new(RouteTable::new(plan, upstreams));
+    builtin::router().fallback(dispatch).with_state(table)
+}
+
+struct RouteTable {
+    matcher: matchit::Router<usize>,
+    paths: Vec<PathRoutes>,
+}
+
+/// The routes sharing one path template.
+struct PathRoutes {
+    routes: Vec<Route>,
+    /// The `Allow` value for 405 answers, computed once.
+    allow: HeaderValue,
+}
+
+struct Route {
+    template: MatchedRoute,
+    methods: Option<Vec<Method>>,
+    handler: Handler,
+}
+
+enum Handler {
+    Proxy(proxy::ProxyRoute),
+    Mock(mock::MockRoute),
+}
+
+impl Route {
+    /// GET routes also answer HEAD (RFC 9110 §9.3.2).
+    fn accepts(&self, method: &Method) -> bool {
+        match &self.methods {
+            None => true,
+            Some(methods) => {
+                methods.contains(method)
+                    || (method == Method::HEAD && methods.contains(&Method::GET))
+            }
+        }
+    }
+}
+
+impl RouteTable {
+    fn new(plan: &Plan, upstreams: &BTreeMap<String, Upstream>) -> Self {
+        let mut grouped: BTreeMap<&str, Vec<&RoutePlan>> = BTreeMap::new();
+        for route in &plan.routes {
+            grouped.entry(route.path.as_str()).or_default().push(route);
+        }
+        let mut matcher = matchit::Router::new();
+        let mut paths = Vec::with_capacity(grouped.len());
+        for (path, plans) in grouped {
+            // The plan was validated: no conflicts remain, so insertion cannot fail.
+            if matcher.insert(path, paths.len()).is_err() {
+                tracing::error!(path, "route rejected by the matcher after validation");
+                continue;
+            }
+            let routes: Vec<Route> = plans
+                .into_iter()
+                .map(|plan| Route::new(plan, upstreams))
+                .collect();
+            let allow = allow_header(&routes);
+            paths.push(PathRoutes { routes, allow });
+        }
+        Self { matcher, paths }
+    }
+}
+
+impl Route {
+    fn new(plan: &RoutePlan, upstreams: &BTreeMap<String, Upstream>) -> Self {
+        let handler = match &plan.action {
+            RouteAction::Mock(response) => Handler::Mock(mock::MockRoute::new(response)),
+            RouteAction::Proxy { upstream, target } => Handler::Proxy(proxy::ProxyRoute {
+                upstream: upstreams[upstream].clone(),
+                target: target.clone(),
+            }),
+        };
+        Route {
+            template: MatchedRoute(plan.path.as_str().into()),
+            methods: plan.methods.clone(),
+            handler,
+        }
+    }
+}
+
+fn allow_header(routes: &[Route]) -> HeaderValue {
+    let mut methods: Vec<&str> = Vec::new();
+    for route in routes {
+        for method in route.methods.iter().flatten() {
+            methods.push(method.as_str());
+            if method == Method::GET {
+                methods.push("HEAD");
+            }
+        }
+    }
+    methods.sort_unstable();
+    methods.dedup();
+    HeaderValue::from_str(&methods.join(", ")).unwrap_or(HeaderValue::from_static(""))
+}
+
+async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) -> Response {
+    let path = request.uri().path();
+    let Ok(found) = table.matcher.at(path) else {
+        return Error::RouteNotFound.into_response();
+    };
+    let entry = &table.paths[*found.value];
+    let Some(route) = entry.routes.iter().find(|r| r.accepts(request.method())) else {
+        return Error::MethodNotAllowed {
+            allow: entry.allow.clone(),
+        }
+        .into_response();
+    };
+    match &route.handler {
+        Handler::Mock(mock) => mock.response(),
+        Handler::Proxy(proxy) => {
+            let target = proxy.target_path(path, &found.params);
+            request.extensions_mut().insert(route.template.clone());
+            proxy.forward(request, &target).await
+        }
+    }
+}
