@@ -114,7 +114,8 @@ fn serve(config: &config::Config, source: &config::ConfigSource, in_lambda: bool
                     return ExitCode::FAILURE;
                 }
             };
-            tracing::info!(listen = %settings.listen, "listening");
+            let listen = listener.local_addr().map_or(settings.listen, |addr| addr);
+            tracing::info!(%listen, "listening");
             server::serve(
                 listener,
                 app.router,

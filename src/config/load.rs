@@ -89,12 +89,12 @@ fn from_figment(error: figment::Error) -> ConfigError {
     let problems = error
         .into_iter()
         .map(|e| {
-            let origin = e
-                .metadata
-                .as_ref()
-                .and_then(|m| m.source.as_ref())
-                .map(|s| format!(" (from {s})"))
-                .unwrap_or_default();
+            // A file names itself; otherwise the value came from an environment variable.
+            let origin = match e.metadata.as_ref().map(|m| &m.source) {
+                Some(Some(source)) => format!(" (in {source})"),
+                Some(None) => format!(" (from {})", env_var_name(&e.path)),
+                None => String::new(),
+            };
             ConfigProblem {
                 key: key_path(&e.path),
                 message: format!("{}{origin}", e.kind),
@@ -102,6 +102,11 @@ fn from_figment(error: figment::Error) -> ConfigError {
         })
         .collect();
     ConfigError { problems }
+}
+
+/// `["server", "timeout"]` -> `PROXYFN_SERVER__TIMEOUT`.
+fn env_var_name(path: &[String]) -> String {
+    format!("{ENV_PREFIX}{}", path.join("__").to_ascii_uppercase())
 }
 
 /// `["routes", "2", "upstream"]` -> `routes[2].upstream`.

@@ -27,6 +27,8 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The client address as the gateway established it; a client-sent copy never passes.
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Removes hop-by-hop fields, including those the `Connection` field names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -44,7 +46,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The header section sent upstream: the client's fields minus hop-by-hop ones, `Host` (the
 /// client sets the upstream's) and `Expect` (the gateway has already accepted the body), plus
-/// the `X-Forwarded-*` fields.
+/// the `X-Forwarded-*` fields and `X-Real-IP`.
 pub fn to_upstream(mut headers: HeaderMap, client: &ClientInfo) -> HeaderMap {
     remove_hop_by_hop(&mut headers);
     let host = headers.remove(header::HOST);
@@ -64,6 +66,13 @@ pub fn to_upstream(mut headers: HeaderMap, client: &ClientInfo) -> HeaderMap {
         }
     }
 
+    match client.ip {
+        Some(ip) => match HeaderValue::try_from(ip.to_string()) {
+            Ok(value) => headers.insert(X_REAL_IP, value),
+            Err(_) => headers.remove(X_REAL_IP),
+        },
+        None => headers.remove(X_REAL_IP),
+    };
     if !client.trust_forwarded || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, client.proto.clone());
     }

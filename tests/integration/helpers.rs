@@ -1,0 +1,317 @@
+//! Test helpers: real upstream servers on 127.0.0.1:0, the gateway served through the real
+//! server runtime, and a raw HTTP/1.1 client for request targets that URL libraries would
+//! normalize before sending.
+
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, body::Bytes, extract::Request, response::Response};
+use http::HeaderMap;
+use http_body_util::BodyExt;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+/// A request as an upstream received it.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub method: String,
+    /// The request target exactly as sent on the wire (path and query).
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A real HTTP server standing in for a backend service.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Captured>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// Serves `router` on a free port.
+    pub async fn serve(router: Router) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Self {
+            addr,
+            seen: Arc::default(),
+            task,
+        }
+    }
+
+    /// Records every request, then answers with `respond(&captured)`.
+    pub async fn recording(
+        respond: impl Fn(&Captured) -> Response + Clone + Send + Sync + 'static,
+    ) -> Self {
+        let seen: Arc<Mutex<Vec<Captured>>> = Arc::default();
+        let store = seen.clone();
+        let router = Router::new().fallback(move |request: Request| {
+            let store = store.clone();
+            let respond = respond.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                let captured = Captured {
+                    method: parts.method.to_string(),
+                    target: parts
+                        .uri
+                        .path_and_query()
+                        .map(|pq| pq.as_str().to_owned())
+                        .unwrap_or_default(),
+                    headers: parts.headers,
+                    body,
+                };
+                let response = respond(&captured);
+                store.lock().unwrap().push(captured);
+                response
+            }
+        });
+        let mut upstream = Self::serve(router).await;
+        upstream.seen = seen;
+        upstream
+    }
+
+    /// Answers 200 with the request body echoed back and `x-upstream: yes`.
+    pub async fn echo() -> Self {
+        Self::recording(|captured| {
+            Response::builder()
+                .header("x-upstream", "yes")
+                .body(axum::body::Body::from(captured.body.clone()))
+                .unwrap()
+        })
+        .await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Captured> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Captured {
+        self.requests()
+            .pop()
+            .expect("the upstream received a request")
+    }
+}
+
+/// A port nothing listens on.
+pub async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The gateway, built by `proxyfn::build` and served by the real server runtime.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Gateway {
+    pub async fn start(toml: &str) -> Self {
+        let config = proxyfn::Config::from_toml(toml).expect("test config parses");
+        let app = proxyfn::App::new(&config)
+            .await
+            .expect("test config is valid");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, on_shutdown) = oneshot::channel::<()>();
+        let settings = app.plan.server.clone();
+        let task = tokio::spawn(proxyfn::runtime::server::serve(
+            listener,
+            app.router,
+            settings.trusted_proxies,
+            settings.shutdown_timeout,
+            async move {
+                let _ = on_shutdown.await;
+            },
+        ));
+        Self {
+            addr,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Starts graceful shutdown and returns the server task to await.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("not shut down yet")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// Sends `head` (request line and headers, without the blank line) and `body` verbatim over
+/// a fresh connection, and reads the whole response.
+pub async fn raw_request(addr: SocketAddr, head: &str, body: &[u8]) -> RawResponse {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request = head.replace('\n', "\r\n");
+    request.push_str("\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut bytes))
+        .await
+        .expect("response within 30s")
+        .unwrap();
+    parse_response(&bytes)
+}
+
+fn parse_response(bytes: &[u8]) -> RawResponse {
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = std::str::from_utf8(&bytes[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = bytes[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// Asserts an RFC 9457 problem response with the given status and type suffix, and returns
+/// its JSON body.
+pub async fn expect_problem(
+    response: reqwest::Response,
+    status: u16,
+    kind: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await.unwrap()).expect("a JSON problem body");
+    assert_problem_body(&body, status, kind, &request_id);
+    body
+}
+
+pub fn assert_problem_body(body: &serde_json::Value, status: u16, kind: &str, request_id: &str) {
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(
+        body["type"],
+        format!("urn:proxyfn:problem:{kind}"),
+        "{body}"
+    );
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    assert_eq!(body["request_id"], request_id, "{body}");
+    assert!(!request_id.is_empty());
+}
+
+/// A config with one upstream named `backend` at `url` and the given extra TOML.
+pub fn config_with_upstream(url: &str, extra: &str) -> String {
+    format!("[upstreams.backend]\nurl = \"{url}\"\n{extra}")
+}

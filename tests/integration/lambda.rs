@@ -1,0 +1,831 @@
+//! Lambda mode: the real binary driven through a local Lambda Runtime API, with events in the
+//! documented shapes of API Gateway REST (payload 1.0), HTTP API (payload 2.0), Function URLs
+//! and ALB target groups.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::{Path, State},
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::helpers::*;
+
+const API: &str = "/2018-06-01/runtime";
+
+#[derive(Debug)]
+enum Outcome {
+    Response(Value),
+    Error(Value),
+}
+
+#[derive(Clone)]
+struct ApiState {
+    next: Arc<tokio::sync::Mutex<mpsc::Receiver<(String, Value)>>>,
+    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Outcome>>>>,
+    init_error: Arc<Mutex<Option<(String, Value)>>>,
+}
+
+/// A local implementation of the Lambda Runtime API.
+struct RuntimeApi {
+    addr: SocketAddr,
+    events: mpsc::Sender<(String, Value)>,
+    state: ApiState,
+    _server: Upstream,
+}
+
+async fn next_invocation(State(state): State<ApiState>) -> Response {
+    let Some((id, event)) = state.next.lock().await.recv().await else {
+        return (axum::http::StatusCode::GONE, "no more events").into_response();
+    };
+    let deadline = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 30_000;
+    Response::builder()
+        .header("lambda-runtime-aws-request-id", &id)
+        .header("lambda-runtime-deadline-ms", deadline.to_string())
+        .header(
+            "lambda-runtime-invoked-function-arn",
+            "arn:aws:lambda:us-east-1:123456789012:function:proxyfn",
+        )
+        .header(
+            "lambda-runtime-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        )
+        .header("content-type", "application/json")
+        .body(Body::from(event.to_string()))
+        .unwrap()
+}
+
+async fn invocation_response(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> impl IntoResponse {
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Some(tx) = state.waiting.lock().unwrap().remove(&id) {
+        let _ = tx.send(Outcome::Response(value));
+    }
+    (
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({"status": "OK"})),
+    )
+}
+
+async fn invocation_error(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> impl IntoResponse {
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Some(tx) = state.waiting.lock().unwrap().remove(&id) {
+        let _ = tx.send(Outcome::Error(value));
+    }
+    (
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({"status": "OK"})),
+    )
+}
+
+async fn init_error(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let kind = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    *state.init_error.lock().unwrap() =
+        Some((kind, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+    (
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({"status": "OK"})),
+    )
+}
+
+impl RuntimeApi {
+    async fn start() -> Self {
+        let (events, rx) = mpsc::channel(16);
+        let state = ApiState {
+            next: Arc::new(tokio::sync::Mutex::new(rx)),
+            waiting: Arc::default(),
+            init_error: Arc::default(),
+        };
+        let router = Router::new()
+            .route(&format!("{API}/invocation/next"), get(next_invocation))
+            .route(
+                &format!("{API}/invocation/{{id}}/response"),
+                post(invocation_response),
+            )
+            .route(
+                &format!("{API}/invocation/{{id}}/error"),
+                post(invocation_error),
+            )
+            .route(&format!("{API}/init/error"), post(init_error))
+            .with_state(state.clone());
+        let server = Upstream::serve(router).await;
+        Self {
+            addr: server.addr,
+            events,
+            state,
+            _server: server,
+        }
+    }
+
+    async fn invoke(&self, event: Value) -> Outcome {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = oneshot::channel();
+        self.state.waiting.lock().unwrap().insert(id.clone(), tx);
+        self.events.send((id, event)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .expect("the function answered within 30s")
+            .unwrap()
+    }
+
+    /// Invokes and expects a function response (not a runtime error).
+    async fn respond(&self, event: Value) -> Value {
+        match self.invoke(event).await {
+            Outcome::Response(value) => value,
+            Outcome::Error(error) => panic!("the invocation failed: {error}"),
+        }
+    }
+}
+
+/// The release-shaped binary running as a Lambda function against a local Runtime API.
+struct Function {
+    api: RuntimeApi,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Function {
+    async fn start(config: &str) -> Self {
+        let api = RuntimeApi::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxyfn.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))
+            .current_dir(dir.path())
+            .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "proxyfn")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/21/[$LATEST]test")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/proxyfn")
+            .env("PROXYFN_CONFIG", &path)
+            .env_remove("PORT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self {
+            api,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+// ---- events in the documented shapes ----
+
+/// API Gateway REST API, payload format 1.0 (`path` excludes the stage).
+fn rest_event(
+    method: &str,
+    path: &str,
+    stage: &str,
+    query: Value,
+    headers: &[(&str, &[&str])],
+    body: Option<(&str, bool)>,
+) -> Value {
+    let multi_headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    let single_headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v.last().unwrap())))
+        .collect();
+    let single_query: serde_json::Map<String, Value> = query
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_array().unwrap().last().unwrap().clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": single_headers,
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": if single_query.is_empty() { Value::Null } else { Value::Object(single_query) },
+        "multiValueQueryStringParameters": if query.as_object().is_none_or(|m| m.is_empty()) { Value::Null } else { query },
+        "pathParameters": { "proxy": path.trim_start_matches('/') },
+        "stageVariables": null,
+        "requestContext": {
+            "accountId": "123456789012",
+            "resourceId": "us4z18",
+            "stage": stage,
+            "requestId": "41b45ea3-70b5-11e6-b7bd-69b5aaebc7d9",
+            "identity": { "sourceIp": "198.51.100.7", "userAgent": "curl/8.0" },
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "apiId": "wt6mne2s9k",
+            "path": format!("/{stage}{path}"),
+            "protocol": "HTTP/1.1",
+            "domainName": "wt6mne2s9k.execute-api.us-east-1.amazonaws.com"
+        },
+        "body": body.map(|(b, _)| b),
+        "isBase64Encoded": body.is_some_and(|(_, b64)| b64)
+    })
+}
+
+/// HTTP API payload format 2.0; also the Function URL shape when `stage` is `$default`.
+fn http_api_event(
+    method: &str,
+    raw_path: &str,
+    raw_query: &str,
+    stage: &str,
+    headers: Value,
+    cookies: &[&str],
+    body: Option<(&str, bool)>,
+) -> Value {
+    let mut event = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": raw_path,
+        "rawQueryString": raw_query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "r3pmxmplak",
+            "domainName": "r3pmxmplak.execute-api.us-east-2.amazonaws.com",
+            "domainPrefix": "r3pmxmplak",
+            "http": { "method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.42", "userAgent": "curl/8.0" },
+            "requestId": "JKJaXmPLvHcESHA=",
+            "routeKey": "$default",
+            "stage": stage,
+            "time": "21/Nov/2026:08:00:00 +0000",
+            "timeEpoch": 1795248000000u64
+        },
+        "isBase64Encoded": body.is_some_and(|(_, b64)| b64)
+    });
+    if !cookies.is_empty() {
+        event["cookies"] = json!(cookies);
+    }
+    if let Some((text, _)) = body {
+        event["body"] = json!(text);
+    }
+    event
+}
+
+fn function_url_event(
+    method: &str,
+    raw_path: &str,
+    raw_query: &str,
+    headers: Value,
+    cookies: &[&str],
+    body: Option<(&str, bool)>,
+) -> Value {
+    let mut event = http_api_event(
+        method, raw_path, raw_query, "$default", headers, cookies, body,
+    );
+    event["requestContext"]["domainName"] = json!("abcdefg.lambda-url.us-east-1.on.aws");
+    event["requestContext"]["domainPrefix"] = json!("abcdefg");
+    event["requestContext"]["apiId"] = json!("abcdefg");
+    event
+}
+
+/// ALB target group event with multi-value headers enabled.
+fn alb_event(
+    method: &str,
+    path: &str,
+    query: Value,
+    headers: &[(&str, &[&str])],
+    body: Option<(&str, bool)>,
+) -> Value {
+    let multi_headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    json!({
+        "requestContext": { "elb": { "targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/proxyfn/6d0ecf831eec9f09" } },
+        "httpMethod": method,
+        "path": path,
+        "multiValueQueryStringParameters": query,
+        "multiValueHeaders": multi_headers,
+        "body": body.map_or("", |(b, _)| b),
+        "isBase64Encoded": body.is_some_and(|(_, b64)| b64)
+    })
+}
+
+fn proxy_config(upstream: &Upstream, extra: &str) -> String {
+    config_with_upstream(
+        &upstream.url(),
+        &format!(
+            "{extra}\n[[routes]]\npath = \"/users/{{*rest}}\"\nupstream = \"backend\"\nstrip_prefix = \"/users\"\n"
+        ),
+    )
+}
+
+/// Header lookup in a `headers` or `multiValueHeaders` object, case-insensitive.
+fn header_values(object: &Value, name: &str) -> Vec<String> {
+    object
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .flat_map(|(_, v)| match v {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().unwrap().to_owned())
+                .collect(),
+            other => vec![other.as_str().unwrap().to_owned()],
+        })
+        .collect()
+}
+
+fn decoded_body(response: &Value) -> Vec<u8> {
+    let body = response["body"].as_str().unwrap_or_default();
+    if response["isBase64Encoded"] == true {
+        BASE64.decode(body).unwrap()
+    } else {
+        body.as_bytes().to_vec()
+    }
+}
+
+// ---- tests ----
+
+#[tokio::test]
+async fn a_rest_api_event_with_a_stage_routes_without_the_stage() {
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+
+    let event = rest_event(
+        "GET",
+        "/users/42",
+        "prod",
+        json!({ "a": ["1", "2"] }),
+        &[("Host", &["wt6mne2s9k.execute-api.us-east-1.amazonaws.com"])],
+        None,
+    );
+    let response = function.api.respond(event).await;
+
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(upstream.last().target, "/42?a=1&a=2");
+    assert_eq!(
+        header_values(&response["multiValueHeaders"], "x-upstream"),
+        ["yes"]
+    );
+    assert_eq!(
+        header_values(&response["multiValueHeaders"], "x-request-id").len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn with_strip_stage_off_routes_include_the_stage() {
+    let function = Function::start("[server]\nstrip_stage = false\n[[routes]]\npath = \"/prod/ping\"\nresponse = { body = \"pong\" }\n").await;
+    let response = function
+        .api
+        .respond(rest_event("GET", "/ping", "prod", json!({}), &[], None))
+        .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(response["body"], "pong");
+}
+
+#[tokio::test]
+async fn http_api_events_route_the_same_on_default_and_named_stages_with_the_raw_query() {
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+    let query = "x=1&x=2&y=%2F&z=a+b&e=";
+
+    let event = http_api_event(
+        "GET",
+        "/users/7",
+        query,
+        "$default",
+        json!({"host": "r3pmxmplak.execute-api.us-east-2.amazonaws.com"}),
+        &[],
+        None,
+    );
+    assert_eq!(function.api.respond(event).await["statusCode"], 200);
+    assert_eq!(upstream.last().target, format!("/7?{query}"));
+
+    let event = http_api_event("GET", "/v1/users/8", query, "v1", json!({}), &[], None);
+    let response = function.api.respond(event).await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(upstream.last().target, format!("/8?{query}"));
+}
+
+#[tokio::test]
+async fn a_function_url_event_carries_cookies_both_ways() {
+    let upstream = Upstream::recording(|captured| {
+        Response::builder()
+            .header("set-cookie", "session=abc; HttpOnly")
+            .header("set-cookie", "theme=dark")
+            .header("content-type", "text/plain")
+            .body(Body::from(
+                captured
+                    .headers
+                    .get("cookie")
+                    .map(|c| c.to_str().unwrap().to_owned())
+                    .unwrap_or_default(),
+            ))
+            .unwrap()
+    })
+    .await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+
+    let event = function_url_event(
+        "GET",
+        "/users/me",
+        "",
+        json!({"host": "abcdefg.lambda-url.us-east-1.on.aws"}),
+        &["a=1", "b=2"],
+        None,
+    );
+    let response = function.api.respond(event).await;
+
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(response["body"], "a=1; b=2");
+    assert_eq!(
+        response["cookies"],
+        json!(["session=abc; HttpOnly", "theme=dark"])
+    );
+    assert!(header_values(&response["headers"], "set-cookie").is_empty());
+}
+
+#[tokio::test]
+async fn an_alb_event_keeps_multi_value_headers_and_query() {
+    let upstream = Upstream::recording(|_| {
+        Response::builder()
+            .header("set-cookie", "a=1")
+            .header("set-cookie", "b=2")
+            .body(Body::from("ok"))
+            .unwrap()
+    })
+    .await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+
+    let event = alb_event(
+        "GET",
+        "/users/list",
+        json!({ "tag": ["red", "blue"] }),
+        &[
+            ("host", &["lb.example.com"]),
+            ("x-multi", &["one", "two"]),
+            ("x-forwarded-for", &["192.0.2.10"]),
+        ],
+        None,
+    );
+    let response = function.api.respond(event).await;
+
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(response["statusDescription"], "200 OK");
+    assert_eq!(
+        header_values(&response["multiValueHeaders"], "set-cookie"),
+        ["a=1", "b=2"]
+    );
+    let seen = upstream.last();
+    assert_eq!(seen.target, "/list?tag=red&tag=blue");
+    let multi: Vec<_> = seen.headers.get_all("x-multi").iter().collect();
+    assert_eq!(multi, ["one", "two"]);
+    assert_eq!(
+        seen.headers["x-real-ip"], "192.0.2.10",
+        "ALB's appended address is the client"
+    );
+}
+
+#[tokio::test]
+async fn rest_api_responses_keep_two_set_cookie_headers() {
+    let function = Function::start(
+        "[[routes]]\npath = \"/login\"\nresponse = { body = \"in\", headers = { \"set-cookie\" = \"a=1\" } }\n",
+    )
+    .await;
+    // Mock headers are a map, so the second cookie comes from an upstream instead.
+    let response = function
+        .api
+        .respond(rest_event("GET", "/login", "prod", json!({}), &[], None))
+        .await;
+    assert_eq!(
+        header_values(&response["multiValueHeaders"], "set-cookie"),
+        ["a=1"]
+    );
+
+    let upstream = Upstream::recording(|_| {
+        Response::builder()
+            .header("set-cookie", "a=1")
+            .header("set-cookie", "b=2")
+            .body(Body::empty())
+            .unwrap()
+    })
+    .await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+    let response = function
+        .api
+        .respond(rest_event(
+            "POST",
+            "/users/login",
+            "prod",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(
+        header_values(&response["multiValueHeaders"], "set-cookie"),
+        ["a=1", "b=2"]
+    );
+}
+
+#[tokio::test]
+async fn the_root_path_is_served() {
+    let function =
+        Function::start("[[routes]]\npath = \"/\"\nresponse = { body = \"root\" }\n").await;
+    let response = function
+        .api
+        .respond(http_api_event(
+            "GET",
+            "/",
+            "",
+            "$default",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(response["body"], "root", "{response}");
+    let response = function
+        .api
+        .respond(rest_event("GET", "/", "prod", json!({}), &[], None))
+        .await;
+    assert_eq!(response["body"], "root", "{response}");
+}
+
+#[tokio::test]
+async fn binary_bodies_are_byte_exact_both_ways() {
+    let upstream = Upstream::recording(|captured| {
+        Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(Body::from(captured.body.clone()))
+            .unwrap()
+    })
+    .await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+    let bytes: Vec<u8> = (0..=255u8).rev().chain(0..=255u8).collect();
+    let encoded = BASE64.encode(&bytes);
+
+    let event = http_api_event(
+        "POST",
+        "/users/blob",
+        "",
+        "$default",
+        json!({"content-type": "application/octet-stream"}),
+        &[],
+        Some((&encoded, true)),
+    );
+    let response = function.api.respond(event).await;
+    assert_eq!(
+        upstream.last().body.as_ref(),
+        bytes.as_slice(),
+        "request body"
+    );
+    assert_eq!(response["isBase64Encoded"], true);
+    assert_eq!(decoded_body(&response), bytes, "response body");
+
+    let event = rest_event(
+        "PUT",
+        "/users/blob",
+        "prod",
+        json!({}),
+        &[("content-type", &["application/octet-stream"])],
+        Some((&encoded, true)),
+    );
+    let response = function.api.respond(event).await;
+    assert_eq!(upstream.last().body.as_ref(), bytes.as_slice());
+    assert_eq!(decoded_body(&response), bytes);
+}
+
+#[tokio::test]
+async fn text_with_invalid_utf8_is_sent_as_base64_not_altered() {
+    let upstream = Upstream::recording(|_| {
+        Response::builder()
+            .header("content-type", "text/plain; charset=iso-8859-1")
+            .body(Body::from(b"caf\xe9".to_vec()))
+            .unwrap()
+    })
+    .await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+    let response = function
+        .api
+        .respond(http_api_event(
+            "GET",
+            "/users/latin1",
+            "",
+            "$default",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(decoded_body(&response), b"caf\xe9");
+}
+
+#[tokio::test]
+async fn the_client_ip_is_the_event_source_ip_not_a_header() {
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+
+    let headers: &[(&str, &[&str])] = &[
+        ("X-Forwarded-For", &["6.6.6.6, 198.51.100.7"]),
+        ("X-Real-IP", &["6.6.6.6"]),
+    ];
+    function
+        .api
+        .respond(rest_event(
+            "GET",
+            "/users/ip",
+            "prod",
+            json!({}),
+            headers,
+            None,
+        ))
+        .await;
+    let seen = upstream.last();
+    assert_eq!(seen.headers["x-real-ip"], "198.51.100.7");
+    assert_eq!(
+        seen.headers["x-forwarded-for"], "6.6.6.6, 198.51.100.7",
+        "API Gateway already appended the client"
+    );
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+
+    let event = http_api_event(
+        "GET",
+        "/users/ip",
+        "",
+        "$default",
+        json!({"x-real-ip": "6.6.6.6"}),
+        &[],
+        None,
+    );
+    function.api.respond(event).await;
+    assert_eq!(upstream.last().headers["x-real-ip"], "203.0.113.42");
+}
+
+#[tokio::test]
+async fn a_failing_upstream_is_a_problem_response_and_the_runtime_keeps_serving() {
+    let port = closed_port().await;
+    let config = format!(
+        "[upstreams.down]\nurl = \"http://127.0.0.1:{port}\"\n[[routes]]\npath = \"/down\"\nupstream = \"down\"\n\
+         [[routes]]\npath = \"/up\"\nresponse = {{ body = \"still here\" }}\n"
+    );
+    let function = Function::start(&config).await;
+
+    let response = function
+        .api
+        .respond(http_api_event(
+            "GET",
+            "/down",
+            "",
+            "$default",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 502, "{response}");
+    assert_eq!(
+        header_values(&response["headers"], "content-type"),
+        ["application/problem+json"]
+    );
+    let id = header_values(&response["headers"], "x-request-id")
+        .pop()
+        .unwrap();
+    let problem: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_problem_body(&problem, 502, "upstream-unavailable", &id);
+
+    let response = function
+        .api
+        .respond(rest_event("GET", "/nope", "prod", json!({}), &[], None))
+        .await;
+    assert_eq!(response["statusCode"], 404);
+
+    match function.api.invoke(json!({"not": "an http event"})).await {
+        Outcome::Error(error) => assert!(error.is_object(), "{error}"),
+        Outcome::Response(value) => {
+            panic!("an unknown event shape should be a runtime error: {value}")
+        }
+    }
+
+    let response = function
+        .api
+        .respond(http_api_event(
+            "GET",
+            "/up",
+            "",
+            "$default",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(
+        response["body"], "still here",
+        "the runtime survived both failures"
+    );
+}
+
+#[tokio::test]
+async fn lambda_errors_are_problems_with_the_request_id_too() {
+    let function = Function::start("[server]\nbody_limit = \"16B\"\n[[routes]]\npath = \"/r\"\nmethods = [\"GET\"]\nresponse = {}\n").await;
+
+    let response = function
+        .api
+        .respond(http_api_event(
+            "POST",
+            "/r",
+            "",
+            "$default",
+            json!({"x-request-id": "lambda-1"}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 405);
+    assert_eq!(header_values(&response["headers"], "allow"), ["GET, HEAD"]);
+    let problem: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_problem_body(&problem, 405, "method-not-allowed", "lambda-1");
+
+    let event = http_api_event(
+        "GET",
+        "/r",
+        "",
+        "$default",
+        json!({"content-length": "100"}),
+        &[],
+        Some((&"x".repeat(100), false)),
+    );
+    let response = function.api.respond(event).await;
+    assert_eq!(response["statusCode"], 413, "{response}");
+
+    let response = function
+        .api
+        .respond(http_api_event(
+            "GET",
+            "/a%2Fb",
+            "",
+            "$default",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 400, "{response}");
+}
+
+#[tokio::test]
+async fn an_invalid_config_is_reported_as_an_init_error_and_exits_2() {
+    let mut function = Function::start("[[routes]]\npath = \"/x\"\nupstream = \"missing\"\n").await;
+    let status = tokio::time::timeout(Duration::from_secs(30), function.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+    let (kind, body) = function
+        .api
+        .state
+        .init_error
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("init/error was called");
+    assert_eq!(kind, "Runtime.ConfigError");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("routes[0].upstream"),
+        "{body}"
+    );
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real gateway against real upstream servers, the real binary for the
+//! command line and for Lambda (driven through a local Lambda Runtime API).
+
+mod helpers;
+
+mod cli;
+mod lambda;
+mod limits;
+mod proxy;
+mod server;
