@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use axum::{Router, response::IntoResponse};
 use tower_http::catch_panic::CatchPanicLayer;
 
+use config::ServerSettings;
 pub use config::{Config, ConfigError, Plan};
 pub use error::Error;
 
@@ -71,11 +72,14 @@ fn router(plan: &Plan) -> Result<Router, ConfigError> {
         .iter()
         .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings)?)))
         .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
-    let server = &plan.server;
+    Ok(wrap(routes::router(plan, &upstreams), &plan.server))
+}
 
+/// The layers every request passes through before routing.
+fn wrap(routes: Router, server: &ServerSettings) -> Router {
     // `Router::layer` runs the last layer first: read this list from the bottom up.
-    Ok(Router::new()
-        .fallback_service(routes::router(plan, &upstreams))
+    Router::new()
+        .fallback_service(routes)
         .layer(NormalizePathLayer)
         .layer(LimitsLayer::new(
             server.body_limit,
@@ -85,5 +89,45 @@ fn router(plan: &Plan) -> Result<Router, ConfigError> {
         .layer(CatchPanicLayer::custom(|_panic| {
             Error::Internal("a request handler panicked".into()).into_response()
         }))
-        .layer(RequestIdLayer))
+        .layer(RequestIdLayer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::{body::Body, routing::get};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_500_problem_with_the_request_id() {
+        let plan = Plan::new(&Config::default()).unwrap();
+        async fn boom() -> &'static str {
+            panic!("handler bug")
+        }
+        let panicking = Router::new().route("/boom", get(boom));
+        let request = http::Request::get("/boom")
+            .header("x-request-id", "req-7")
+            .body(Body::empty())
+            .unwrap();
+
+        let response = wrap(panicking, &plan.server)
+            .oneshot(request)
+            .await
+            .unwrap();
+
+        assert_eq!(response.status(), 500);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["type"], "urn:proxyfn:problem:internal");
+        assert_eq!(problem["request_id"], "req-7");
+        assert!(
+            !problem.to_string().contains("handler bug"),
+            "the panic message stays internal"
+        );
+    }
 }

@@ -89,11 +89,13 @@ where
                 limit: limits.header_limit,
             });
         }
+        // Content-Length when sent; otherwise a body of known size (a Lambda event's).
         let declared = request
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| http_body::Body::size_hint(request.body()).exact());
         if declared.is_some_and(|length| length > limits.body_limit) {
             return LimitsFuture::rejected(Error::PayloadTooLarge {
                 limit: limits.body_limit,

@@ -682,6 +682,18 @@ mod tests {
     }
 
     #[test]
+    fn a_wildcard_needs_at_least_one_character() {
+        let mut matcher = matchit::Router::new();
+        matcher.insert("/files/{*rest}", ()).unwrap();
+        assert!(matcher.at("/files/a/b").is_ok());
+        assert!(matcher.at("/files").is_err());
+        assert!(
+            matcher.at("/files/").is_err(),
+            "documented in docs/configuration.md"
+        );
+    }
+
+    #[test]
     fn ambiguous_paths_are_rejected() {
         let found = problems(
             "[[routes]]\npath = \"/a/{x}\"\nresponse = {}\n[[routes]]\npath = \"/a/{y}\"\nresponse = {}\n",

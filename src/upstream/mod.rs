@@ -124,7 +124,9 @@ impl Upstream {
         {
             return Error::BadRequestBody(Box::new(error));
         }
-        if error.is_timeout() {
+        // A connection that could not be made, even by timing out, is "unreachable" (502);
+        // only an upstream that accepted the request and then ran out of time is 504.
+        if error.is_timeout() && !error.is_connect() {
             return self.timed_out();
         }
         Error::UpstreamUnavailable {

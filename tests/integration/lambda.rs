@@ -788,6 +788,20 @@ async fn lambda_errors_are_problems_with_the_request_id_too() {
     );
     let response = function.api.respond(event).await;
     assert_eq!(response["statusCode"], 413, "{response}");
+    let event = http_api_event(
+        "POST",
+        "/r",
+        "",
+        "$default",
+        json!({}),
+        &[],
+        Some((&"x".repeat(17), false)),
+    );
+    let response = function.api.respond(event).await;
+    assert_eq!(
+        response["statusCode"], 413,
+        "no Content-Length, but the event's body size is known: {response}"
+    );
 
     let response = function
         .api
