@@ -4,7 +4,7 @@
 //! (the outermost layer of every router [`crate::build`] makes) renders it into the body
 //! together with the request's id. Internal causes are logged here and never reach the client.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -40,6 +40,17 @@ pub enum Error {
     },
     #[error("the response body failed before it was complete")]
     IncompleteResponse,
+    #[error("upstream {upstream} is at its concurrency limit")]
+    Overloaded { upstream: Arc<str> },
+    #[error("the circuit breaker of upstream {upstream} is open")]
+    CircuitOpen {
+        upstream: Arc<str>,
+        retry_after: Duration,
+    },
+    #[error("upstream {upstream} has no healthy target")]
+    NoHealthyTarget { upstream: Arc<str> },
+    #[error("fault injected with status {status}")]
+    FaultInjected { status: StatusCode },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -73,6 +84,21 @@ impl Problem {
 }
 
 impl Error {
+    /// Failures of the upstream (not of the client's request): a route's `fallback` answers
+    /// in their place.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::UpstreamTimeout { .. }
+                | Error::UpstreamUnavailable { .. }
+                | Error::IncompleteResponse
+                | Error::Overloaded { .. }
+                | Error::CircuitOpen { .. }
+                | Error::NoHealthyTarget { .. }
+                | Error::DeadlineExceeded
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::RouteNotFound => StatusCode::NOT_FOUND,
@@ -84,6 +110,10 @@ impl Error {
             Error::UpstreamUnavailable { .. } | Error::IncompleteResponse => {
                 StatusCode::BAD_GATEWAY
             }
+            Error::Overloaded { .. }
+            | Error::CircuitOpen { .. }
+            | Error::NoHealthyTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::FaultInjected { status } => *status,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -144,6 +174,28 @@ impl Error {
                 "Bad Gateway",
                 "The upstream response failed before it was complete.".to_owned(),
             ),
+            Error::Overloaded { upstream } => (
+                "upstream-overloaded",
+                "Service Unavailable",
+                format!(
+                    "The upstream service '{upstream}' is at its concurrency limit; retry shortly."
+                ),
+            ),
+            Error::CircuitOpen { upstream, .. } => (
+                "circuit-open",
+                "Service Unavailable",
+                format!("The upstream service '{upstream}' is failing; calls are paused."),
+            ),
+            Error::NoHealthyTarget { upstream } => (
+                "no-healthy-upstream",
+                "Service Unavailable",
+                format!("The upstream service '{upstream}' has no healthy target."),
+            ),
+            Error::FaultInjected { status } => (
+                "fault-injected",
+                status.canonical_reason().unwrap_or("Injected Fault"),
+                "This error was injected by the route's fault configuration.".to_owned(),
+            ),
             Error::Internal(_) => (
                 "internal",
                 "Internal Server Error",
@@ -158,7 +210,8 @@ impl Error {
         }
     }
 
-    fn log(&self) {
+    /// Logs the internal cause at a level that fits it (client-side errors are not logged).
+    pub(crate) fn log(&self) {
         use std::error::Error as _;
         match self {
             Error::Internal(cause) => tracing::error!(error = %cause, "internal error"),
@@ -177,6 +230,15 @@ impl Error {
                 tracing::info!(error = %cause, "request body read failed")
             }
             Error::DeadlineExceeded => tracing::warn!("request deadline exceeded"),
+            Error::Overloaded { upstream } => {
+                tracing::warn!(%upstream, "request shed: upstream at max_concurrency")
+            }
+            Error::CircuitOpen { upstream, .. } => {
+                tracing::info!(%upstream, "rejected: circuit breaker open")
+            }
+            Error::NoHealthyTarget { upstream } => {
+                tracing::warn!(%upstream, "no healthy upstream target")
+            }
             _ => {}
         }
     }
@@ -203,6 +265,10 @@ fn problem_type(slug: &'static str) -> &'static str {
         "upstream-timeout",
         "upstream-unavailable",
         "upstream-response-incomplete",
+        "upstream-overloaded",
+        "circuit-open",
+        "no-healthy-upstream",
+        "fault-injected",
         "internal"
     )
 }
@@ -226,8 +292,23 @@ impl IntoResponse for Error {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, PROBLEM_JSON);
-        if let Error::MethodNotAllowed { allow } = &self {
-            response.headers_mut().insert(header::ALLOW, allow.clone());
+        match &self {
+            Error::MethodNotAllowed { allow } => {
+                response.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            // RFC 9110 §10.2.3: tell clients when trying again makes sense.
+            Error::CircuitOpen { retry_after, .. } => {
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            Error::Overloaded { .. } | Error::NoHealthyTarget { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response.extensions_mut().insert(self.problem());
         response
@@ -272,6 +353,19 @@ mod tests {
                 upstream: "u".into(),
             },
             Error::IncompleteResponse,
+            Error::Overloaded {
+                upstream: "u".into(),
+            },
+            Error::CircuitOpen {
+                upstream: "u".into(),
+                retry_after: Duration::from_millis(1500),
+            },
+            Error::NoHealthyTarget {
+                upstream: "u".into(),
+            },
+            Error::FaultInjected {
+                status: StatusCode::IM_A_TEAPOT,
+            },
             Error::Internal("x".into()),
         ];
         for error in errors {

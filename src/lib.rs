@@ -45,10 +45,12 @@ use crate::{
     upstream::Upstream,
 };
 
-/// A validated configuration and the router built from it.
+/// A validated configuration and what was built from it.
 pub struct App {
     pub plan: Plan,
     pub router: Router,
+    /// The upstreams, for work outside requests (server-mode health checks).
+    pub upstreams: Vec<Upstream>,
 }
 
 impl App {
@@ -56,23 +58,23 @@ impl App {
     /// table, header values), once.
     pub async fn new(config: &Config) -> Result<Self, ConfigError> {
         let plan = Plan::new(config)?;
-        let router = router(&plan)?;
-        Ok(Self { plan, router })
+        let upstreams = plan
+            .upstreams
+            .iter()
+            .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings)?)))
+            .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
+        let router = wrap(routes::router(&plan, &upstreams), &plan.server);
+        Ok(Self {
+            plan,
+            router,
+            upstreams: upstreams.into_values().collect(),
+        })
     }
 }
 
 /// The gateway's router for `config`, shared by `main`, the Lambda runtime and the tests.
 pub async fn build(config: &Config) -> Result<Router, ConfigError> {
     Ok(App::new(config).await?.router)
-}
-
-fn router(plan: &Plan) -> Result<Router, ConfigError> {
-    let upstreams = plan
-        .upstreams
-        .iter()
-        .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings)?)))
-        .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
-    Ok(wrap(routes::router(plan, &upstreams), &plan.server))
 }
 
 /// The layers every request passes through before routing.

@@ -28,6 +28,12 @@ use crate::error::Error;
 #[derive(Clone, Copy, Debug)]
 pub struct BodyLimit(pub u64);
 
+/// When the request must be answered by: the earliest of `server.timeout` from arrival and,
+/// in Lambda, the invocation deadline minus `server.deadline_margin`. Upstream attempts are
+/// cut to it, and no retry starts that could not finish before it.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub std::time::Instant);
+
 #[derive(Clone, Copy, Debug)]
 pub struct LimitsLayer {
     body_limit: u64,

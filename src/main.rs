@@ -103,7 +103,7 @@ fn serve(config: &config::Config, source: &config::ConfigSource, in_lambda: bool
         tracing::info!(config = %source, routes = app.plan.routes.len(), lambda = in_lambda, "proxyfn starting");
         let settings = app.plan.server.clone();
         let result = if in_lambda {
-            lambda::run(app.router, settings.strip_stage)
+            lambda::run(app.router, &settings)
                 .await
                 .map_err(|e| e.to_string())
         } else {
@@ -116,14 +116,8 @@ fn serve(config: &config::Config, source: &config::ConfigSource, in_lambda: bool
             };
             let listen = listener.local_addr().map_or(settings.listen, |addr| addr);
             tracing::info!(%listen, "listening");
-            server::serve(
-                listener,
-                app.router,
-                settings.trusted_proxies,
-                settings.shutdown_timeout,
-                server::shutdown_signal(),
-            )
-            .await
+            server::serve(listener, app, server::shutdown_signal())
+                .await
             .map_err(|e| e.to_string())
         };
         match result {

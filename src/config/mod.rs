@@ -14,8 +14,9 @@ use serde::Deserialize;
 
 pub use load::{ConfigSource, load};
 pub use plan::{
-    BUILTIN_PATHS, MockResponse, Plan, RouteAction, RoutePlan, ServerSettings, TargetPath,
-    TemplatePart, UpstreamSettings,
+    BUILTIN_PATHS, BreakerSettings, FaultSettings, HealthCheckSettings, MockResponse, Plan,
+    RetrySettings, RouteAction, RoutePlan, ServerSettings, TargetPath, TemplatePart,
+    UpstreamSettings,
 };
 pub use units::{ByteSize, HumanDuration};
 
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     pub strip_stage: bool,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_timeout: HumanDuration,
+    /// Lambda: time kept free before the invocation deadline to send the response.
+    pub deadline_margin: HumanDuration,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +69,7 @@ impl Default for ServerConfig {
             trusted_proxies: 0,
             strip_stage: true,
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
+            deadline_margin: HumanDuration(Duration::from_millis(200)),
         }
     }
 }
@@ -75,13 +79,94 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL; a path part (`http://host/api`) is prefixed to every forwarded path.
-    pub url: String,
+    pub url: Option<String>,
+    /// Several base URLs, balanced round-robin over the healthy ones.
+    pub urls: Option<Vec<String>>,
     /// Time allowed for the upstream's response head.
     #[serde(default = "default_upstream_timeout")]
     pub timeout: HumanDuration,
     /// Time allowed to open a connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
+    pub retry: Option<RetryConfig>,
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    pub health_check: Option<HealthCheckConfig>,
+    /// Requests in flight to this upstream beyond which new ones are shed with 503.
+    pub max_concurrency: Option<usize>,
+}
+
+/// `retry = { attempts, backoff, max_backoff, ... }`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Total attempts, the first included.
+    pub attempts: u32,
+    #[serde(default = "default_backoff")]
+    pub backoff: HumanDuration,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: HumanDuration,
+    /// Retries allowed as a fraction of requests over `budget_window`.
+    #[serde(default = "default_budget")]
+    pub budget: f64,
+    #[serde(default = "default_budget_window")]
+    pub budget_window: HumanDuration,
+    /// Request bodies up to this size are kept so they can be replayed.
+    #[serde(default = "default_max_replay_body")]
+    pub max_body: ByteSize,
+}
+
+/// `circuit_breaker = { failure_ratio, min_requests, window, open_for, half_open_requests }`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    pub failure_ratio: f64,
+    pub min_requests: u32,
+    pub window: HumanDuration,
+    pub open_for: HumanDuration,
+    #[serde(default = "default_half_open_requests")]
+    pub half_open_requests: u32,
+}
+
+/// `health_check = { path, interval, timeout }` (active probes, server mode)
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    #[serde(default = "default_health_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn secs(n: u64) -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(n))
+}
+fn millis(n: u64) -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(n))
+}
+fn default_backoff() -> HumanDuration {
+    millis(25)
+}
+fn default_max_backoff() -> HumanDuration {
+    secs(1)
+}
+fn default_budget() -> f64 {
+    0.2
+}
+fn default_budget_window() -> HumanDuration {
+    secs(10)
+}
+fn default_max_replay_body() -> ByteSize {
+    ByteSize(64 << 10)
+}
+fn default_half_open_requests() -> u32 {
+    3
+}
+fn default_health_interval() -> HumanDuration {
+    secs(10)
+}
+fn default_health_timeout() -> HumanDuration {
+    secs(2)
 }
 
 fn default_upstream_timeout() -> HumanDuration {
@@ -108,6 +193,22 @@ pub struct RouteConfig {
     pub rewrite: Option<String>,
     /// Answer from the gateway itself (API Gateway's mock integration).
     pub response: Option<MockResponseConfig>,
+    /// Served instead of an error when the upstream fails, times out or is open.
+    pub fallback: Option<MockResponseConfig>,
+    /// Injected latency and errors, for chaos testing.
+    pub fault: Option<FaultConfig>,
+}
+
+/// `fault = { delay, delay_percent, abort_status, abort_percent }`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    pub delay: Option<HumanDuration>,
+    #[serde(default)]
+    pub delay_percent: f64,
+    pub abort_status: Option<u16>,
+    #[serde(default)]
+    pub abort_percent: f64,
 }
 
 /// A fixed response served by the gateway.

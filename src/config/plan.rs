@@ -30,15 +30,55 @@ pub struct ServerSettings {
     pub trusted_proxies: usize,
     pub strip_stage: bool,
     pub shutdown_timeout: Duration,
+    pub deadline_margin: Duration,
 }
 
 #[derive(Clone, Debug)]
 pub struct UpstreamSettings {
     pub name: String,
-    /// `scheme://authority[/base/path]` without a trailing slash.
-    pub base_url: String,
+    /// Base URLs (`scheme://authority[/base/path]`, no trailing slash); at least one.
+    pub targets: Vec<String>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    pub retry: Option<RetrySettings>,
+    pub circuit_breaker: Option<BreakerSettings>,
+    pub health_check: Option<HealthCheckSettings>,
+    pub max_concurrency: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetrySettings {
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub budget: f64,
+    pub budget_window: Duration,
+    pub max_body: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BreakerSettings {
+    pub failure_ratio: f64,
+    pub min_requests: u32,
+    pub window: Duration,
+    pub open_for: Duration,
+    pub half_open_requests: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Injected faults; percentages are probabilities in 0.0..=1.0.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultSettings {
+    pub delay: Option<Duration>,
+    pub delay_probability: f64,
+    pub abort_status: Option<StatusCode>,
+    pub abort_probability: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +88,8 @@ pub struct RoutePlan {
     /// `None` accepts every method.
     pub methods: Option<Vec<Method>>,
     pub action: RouteAction,
+    pub fallback: Option<MockResponse>,
+    pub fault: Option<FaultSettings>,
 }
 
 #[derive(Clone, Debug)]
@@ -148,6 +190,7 @@ fn server_settings(config: &Config, problems: &mut Problems) -> Option<ServerSet
         trusted_proxies: server.trusted_proxies,
         strip_stage: server.strip_stage,
         shutdown_timeout: server.shutdown_timeout.0,
+        deadline_margin: server.deadline_margin.0,
     })
 }
 
@@ -169,6 +212,7 @@ fn upstream_settings(
     problems: &mut Problems,
 ) -> Option<UpstreamSettings> {
     let key = format!("upstreams.{name}");
+    let before = problems.0.len();
     if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -184,17 +228,129 @@ fn upstream_settings(
             "must be greater than zero",
         );
     }
-    let url = match reqwest::Url::parse(&upstream.url) {
+    let targets: Vec<String> = match (&upstream.url, &upstream.urls) {
+        (Some(url), None) => base_url(&format!("{key}.url"), url, problems)
+            .into_iter()
+            .collect(),
+        (None, Some(urls)) if !urls.is_empty() => urls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, url)| base_url(&format!("{key}.urls[{i}]"), url, problems))
+            .collect(),
+        (None, Some(_)) => {
+            problems.add(format!("{key}.urls"), "list at least one URL");
+            vec![]
+        }
+        (Some(_), Some(_)) => {
+            problems.add(&key, "set either `url` or `urls`, not both");
+            vec![]
+        }
+        (None, None) => {
+            problems.add(&key, "set `url` (or `urls` for several targets)");
+            vec![]
+        }
+    };
+    let retry = upstream.retry.as_ref().map(|retry| {
+        let key = format!("{key}.retry");
+        if retry.attempts == 0 {
+            problems.add(
+                format!("{key}.attempts"),
+                "must be at least 1 (the first attempt)",
+            );
+        }
+        if retry.backoff.0 > retry.max_backoff.0 {
+            problems.add(format!("{key}.backoff"), "must not exceed max_backoff");
+        }
+        if !(0.0..=1.0).contains(&retry.budget) {
+            problems.add(
+                format!("{key}.budget"),
+                "a fraction of requests, from 0.0 to 1.0",
+            );
+        }
+        if retry.budget_window.0.is_zero() {
+            problems.add(format!("{key}.budget_window"), "must be greater than zero");
+        }
+        RetrySettings {
+            attempts: retry.attempts,
+            backoff: retry.backoff.0,
+            max_backoff: retry.max_backoff.0,
+            budget: retry.budget,
+            budget_window: retry.budget_window.0,
+            max_body: retry.max_body.0,
+        }
+    });
+    let circuit_breaker = upstream.circuit_breaker.as_ref().map(|breaker| {
+        let key = format!("{key}.circuit_breaker");
+        if !(breaker.failure_ratio > 0.0 && breaker.failure_ratio <= 1.0) {
+            problems.add(
+                format!("{key}.failure_ratio"),
+                "a fraction above 0.0 and at most 1.0",
+            );
+        }
+        if breaker.min_requests == 0 {
+            problems.add(format!("{key}.min_requests"), "must be at least 1");
+        }
+        if breaker.half_open_requests == 0 {
+            problems.add(format!("{key}.half_open_requests"), "must be at least 1");
+        }
+        for (field, value) in [
+            ("window", breaker.window.0),
+            ("open_for", breaker.open_for.0),
+        ] {
+            if value.is_zero() {
+                problems.add(format!("{key}.{field}"), "must be greater than zero");
+            }
+        }
+        BreakerSettings {
+            failure_ratio: breaker.failure_ratio,
+            min_requests: breaker.min_requests,
+            window: breaker.window.0,
+            open_for: breaker.open_for.0,
+            half_open_requests: breaker.half_open_requests,
+        }
+    });
+    let health_check = upstream.health_check.as_ref().map(|check| {
+        let key = format!("{key}.health_check");
+        if !check.path.starts_with('/') {
+            problems.add(format!("{key}.path"), "must start with '/'");
+        }
+        if check.interval.0.is_zero() || check.timeout.0.is_zero() {
+            problems.add(&key, "interval and timeout must be greater than zero");
+        }
+        HealthCheckSettings {
+            path: check.path.clone(),
+            interval: check.interval.0,
+            timeout: check.timeout.0,
+        }
+    });
+    if upstream.max_concurrency == Some(0) {
+        problems.add(
+            format!("{key}.max_concurrency"),
+            "must be at least 1 (omit it for no limit)",
+        );
+    }
+    (problems.0.len() == before).then(|| UpstreamSettings {
+        name: name.to_owned(),
+        targets,
+        timeout: upstream.timeout.0,
+        connect_timeout: upstream.connect_timeout.0,
+        retry,
+        circuit_breaker,
+        health_check,
+        max_concurrency: upstream.max_concurrency,
+    })
+}
+
+/// Validates one base URL and returns it without a trailing slash.
+fn base_url(key: &str, raw: &str, problems: &mut Problems) -> Option<String> {
+    let url = match reqwest::Url::parse(raw) {
         Ok(url) => url,
-        Err(e) if upstream.url.contains('@') => {
-            problems.add(format!("{key}.url"), format!("invalid URL: {e}"));
+        Err(e) if raw.contains('@') => {
+            problems.add(key, format!("invalid URL: {e}"));
             return None;
         }
         Err(e) => {
-            problems.add(
-                format!("{key}.url"),
-                format!("invalid URL {:?}: {e}", upstream.url),
-            );
+            problems.add(key, format!("invalid URL {raw:?}: {e}"));
             return None;
         }
     };
@@ -205,10 +361,7 @@ fn upstream_settings(
     }
     let mut valid = true;
     let mut complain = |message: &str| {
-        problems.add(
-            format!("{key}.url"),
-            format!("{message} in {:?}", shown.as_str()),
-        );
+        problems.add(key, format!("{message} in {:?}", shown.as_str()));
         valid = false;
     };
     if !matches!(url.scheme(), "http" | "https") {
@@ -223,12 +376,7 @@ fn upstream_settings(
     if !url.username().is_empty() || url.password().is_some() {
         complain("credentials do not belong in the URL (pass them through the environment)");
     }
-    valid.then(|| UpstreamSettings {
-        name: name.to_owned(),
-        base_url: url.as_str().trim_end_matches('/').to_owned(),
-        timeout: upstream.timeout.0,
-        connect_timeout: upstream.connect_timeout.0,
-    })
+    valid.then(|| url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn route_plan(
@@ -316,12 +464,63 @@ fn route_plan(
         }
     };
 
+    let fallback = route.fallback.as_ref().and_then(|fallback| {
+        if route.upstream.is_none() {
+            problems.add(
+                format!("{key}.fallback"),
+                "only applies to routes with an `upstream`",
+            );
+        }
+        mock_response(&format!("{key}.fallback"), fallback, problems)
+    });
+    let fault = route
+        .fault
+        .as_ref()
+        .map(|fault| fault_settings(&format!("{key}.fault"), fault, problems));
+
     (problems.0.len() == before).then_some(())?;
     Some(RoutePlan {
         path: route.path.clone(),
         methods,
         action: action?,
+        fallback,
+        fault,
     })
+}
+
+fn fault_settings(key: &str, fault: &super::FaultConfig, problems: &mut Problems) -> FaultSettings {
+    for (field, value) in [
+        ("delay_percent", fault.delay_percent),
+        ("abort_percent", fault.abort_percent),
+    ] {
+        if !(0.0..=100.0).contains(&value) {
+            problems.add(format!("{key}.{field}"), "a percentage from 0 to 100");
+        }
+    }
+    if fault.delay.is_none() && fault.delay_percent > 0.0 {
+        problems.add(format!("{key}.delay"), "required with delay_percent");
+    }
+    let abort_status = fault.abort_status.and_then(|status| {
+        let parsed = StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| (200..=599).contains(&s.as_u16()));
+        if parsed.is_none() {
+            problems.add(
+                format!("{key}.abort_status"),
+                format!("not a final HTTP status (200-599): {status}"),
+            );
+        }
+        parsed
+    });
+    if fault.abort_status.is_none() && fault.abort_percent > 0.0 {
+        problems.add(format!("{key}.abort_status"), "required with abort_percent");
+    }
+    FaultSettings {
+        delay: fault.delay.map(|d| d.0),
+        delay_probability: fault.delay_percent / 100.0,
+        abort_status,
+        abort_probability: fault.abort_percent / 100.0,
+    }
 }
 
 /// Checks a route path and returns its parameter names.

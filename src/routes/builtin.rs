@@ -1,14 +1,19 @@
 //! Endpoints the gateway serves itself: `GET /health` (liveness, with the version) and
-//! `GET /ready` (readiness: configuration loaded and clients built).
+//! `GET /ready` (readiness: each routed upstream's breaker state and healthy targets; 503 when
+//! one of them has no healthy target).
+
+use std::{sync::Arc, time::Instant};
 
 use axum::{
-    Router,
+    Json, Router,
+    extract::State,
     response::{IntoResponse, Response},
     routing::get,
 };
-use http::{HeaderValue, header};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Map, json};
 
-use crate::error::Error;
+use crate::{error::Error, upstream::Upstream};
 
 /// Keep in step with [`crate::config::BUILTIN_PATHS`], which reserves these paths.
 const HEALTH: &str = concat!(
@@ -16,30 +21,52 @@ const HEALTH: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     r#""}"#
 );
-const READY: &str = r#"{"status":"ready"}"#;
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(routed_upstreams: Vec<Upstream>) -> Router<S> {
+    let readiness = Arc::new(routed_upstreams);
     Router::new()
-        .route(
-            "/health",
-            get(|| async { json(HEALTH) }).fallback(method_not_allowed),
-        )
+        .route("/health", get(health).fallback(method_not_allowed))
         .route(
             "/ready",
-            get(|| async { json(READY) }).fallback(method_not_allowed),
+            get(ready)
+                .fallback(method_not_allowed)
+                .with_state(readiness),
         )
 }
 
-fn json(body: &'static str) -> Response {
+async fn health() -> Response {
     (
         [
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::CACHE_CONTROL, NO_STORE),
         ],
-        body,
+        HEALTH,
+    )
+        .into_response()
+}
+
+async fn ready(State(upstreams): State<Arc<Vec<Upstream>>>) -> Response {
+    let now = Instant::now();
+    let mut report = Map::new();
+    let mut ready = true;
+    for upstream in upstreams.iter() {
+        let status = upstream.status(now);
+        ready &= status.healthy_targets > 0;
+        report.insert(upstream.name().to_owned(), json!(status));
+    }
+    let (status, word) = if ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    (
+        status,
+        [(header::CACHE_CONTROL, NO_STORE)],
+        Json(json!({ "status": word, "upstreams": report })),
     )
         .into_response()
 }

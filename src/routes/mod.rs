@@ -6,6 +6,7 @@
 //! a method no route on the path accepts is 405 with `Allow` (RFC 9110 §15.5.6).
 
 mod builtin;
+mod fault;
 mod mock;
 pub mod normalize;
 mod proxy;
@@ -32,7 +33,16 @@ pub struct MatchedRoute(pub Arc<str>);
 /// Builds the router of built-in endpoints and configured routes.
 pub fn router(plan: &Plan, upstreams: &BTreeMap<String, Upstream>) -> Router {
     let table = Arc::new(RouteTable::new(plan, upstreams));
-    builtin::router().fallback(dispatch).with_state(table)
+    // `/ready` reports the upstreams that routes depend on.
+    let mut routed: Vec<Upstream> = Vec::new();
+    for route in &plan.routes {
+        if let RouteAction::Proxy { upstream, .. } = &route.action {
+            if !routed.iter().any(|u| u.name() == upstream) {
+                routed.push(upstreams[upstream].clone());
+            }
+        }
+    }
+    builtin::router(routed).fallback(dispatch).with_state(table)
 }
 
 struct RouteTable {
@@ -50,6 +60,7 @@ struct PathRoutes {
 struct Route {
     template: MatchedRoute,
     methods: Option<Vec<Method>>,
+    fault: Option<fault::Fault>,
     handler: Handler,
 }
 
@@ -103,11 +114,13 @@ impl Route {
             RouteAction::Proxy { upstream, target } => Handler::Proxy(proxy::ProxyRoute {
                 upstream: upstreams[upstream].clone(),
                 target: target.clone(),
+                fallback: plan.fallback.as_ref().map(mock::MockRoute::new),
             }),
         };
         Route {
             template: MatchedRoute(plan.path.as_str().into()),
             methods: plan.methods.clone(),
+            fault: plan.fault.as_ref().map(fault::Fault::new),
             handler,
         }
     }
@@ -140,6 +153,11 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) ->
         }
         .into_response();
     };
+    if let Some(fault) = &route.fault {
+        if let Some(response) = fault.inject(&route.template.0).await {
+            return response;
+        }
+    }
     match &route.handler {
         Handler::Mock(mock) => mock.response(),
         Handler::Proxy(proxy) => {

@@ -9,14 +9,22 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use http::HeaderValue;
+
+use super::mock::MockRoute;
 use crate::{
     config::{TargetPath, TemplatePart},
     upstream::Upstream,
 };
 
+/// Marks a response served by a route's `fallback` instead of its upstream.
+pub const X_PROXYFN_FALLBACK: &str = "x-proxyfn-fallback";
+
 pub struct ProxyRoute {
     pub upstream: Upstream,
     pub target: TargetPath,
+    /// Served when the upstream fails (5xx or no answer), times out, is open or is shedding.
+    pub fallback: Option<MockRoute>,
 }
 
 impl ProxyRoute {
@@ -44,10 +52,25 @@ impl ProxyRoute {
     }
 
     pub async fn forward(&self, request: Request, target: &str) -> Response {
-        self.upstream
-            .forward(request, target)
-            .await
-            .unwrap_or_else(IntoResponse::into_response)
+        let result = self.upstream.forward(request, target).await;
+        let Some(fallback) = &self.fallback else {
+            return result.unwrap_or_else(IntoResponse::into_response);
+        };
+        let why = match result {
+            Ok(response) if !response.status().is_server_error() => return response,
+            Ok(response) => format!("upstream answered {}", response.status().as_u16()),
+            Err(error) if error.is_upstream_failure() => {
+                error.log();
+                error.to_string()
+            }
+            Err(error) => return error.into_response(),
+        };
+        tracing::info!(upstream = self.upstream.name(), reason = %why, "serving the route's fallback");
+        let mut response = fallback.response();
+        response
+            .headers_mut()
+            .insert(X_PROXYFN_FALLBACK, HeaderValue::from_static("true"));
+        response
     }
 }
 
@@ -59,13 +82,18 @@ mod tests {
     fn route(target: TargetPath) -> ProxyRoute {
         let settings = UpstreamSettings {
             name: "u".into(),
-            base_url: "http://127.0.0.1:1".into(),
+            targets: vec!["http://127.0.0.1:1".into()],
             timeout: std::time::Duration::from_secs(1),
             connect_timeout: std::time::Duration::from_secs(1),
+            retry: None,
+            circuit_breaker: None,
+            health_check: None,
+            max_concurrency: None,
         };
         ProxyRoute {
             upstream: Upstream::new(&settings).unwrap(),
             target,
+            fallback: None,
         }
     }
 

@@ -7,7 +7,11 @@
 //! The client IP is the event's source IP (for ALB, the address ALB appended to
 //! X-Forwarded-For), never a header the client controls.
 
-use std::{convert::Infallible, net::IpAddr};
+use std::{
+    convert::Infallible,
+    net::IpAddr,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use axum::{Router, body::Body, extract::Request, response::Response};
 use bytes::Bytes;
@@ -28,16 +32,19 @@ use tower::ServiceExt;
 
 use super::{ClientInfo, LAMBDA_RUNTIME_API};
 use crate::{
+    config::ServerSettings,
     error::{Error, PROBLEM_JSON},
+    limits::Deadline,
     observability::X_REQUEST_ID,
     upstream::headers::X_FORWARDED_FOR,
 };
 
 /// Runs `router` as the Lambda function handler until the runtime stops.
-pub async fn run(router: Router, strip_stage: bool) -> Result<(), lambda_runtime::Error> {
+pub async fn run(router: Router, settings: &ServerSettings) -> Result<(), lambda_runtime::Error> {
     let handler = Handler {
         router,
-        strip_stage,
+        strip_stage: settings.strip_stage,
+        deadline_margin: settings.deadline_margin,
     };
     lambda_runtime::run(lambda_runtime::service_fn(move |event| {
         let handler = handler.clone();
@@ -50,6 +57,7 @@ pub async fn run(router: Router, strip_stage: bool) -> Result<(), lambda_runtime
 struct Handler {
     router: Router,
     strip_stage: bool,
+    deadline_margin: Duration,
 }
 
 /// The response shapes the three front doors expect.
@@ -110,9 +118,23 @@ impl Handler {
             }
         }
         parts.extensions.insert(client);
+        parts.extensions.insert(Deadline(invocation_deadline(
+            context.deadline,
+            self.deadline_margin,
+        )));
         parts.extensions.insert(context);
         Request::from_parts(parts, Body::from(body))
     }
+}
+
+/// The invocation deadline (milliseconds since the epoch, from the Runtime API) as an
+/// `Instant`, less the margin needed to send the response.
+fn invocation_deadline(deadline_ms: u64, margin: Duration) -> Instant {
+    let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    let remaining = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    Instant::now() + remaining.saturating_sub(margin)
 }
 
 fn stage(context: Option<&RequestContext>) -> Option<String> {

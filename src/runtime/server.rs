@@ -1,25 +1,46 @@
 //! Server mode: the router on a TCP listener, with graceful shutdown on SIGTERM/SIGINT that
 //! lets in-flight requests finish (bounded by `server.shutdown_timeout`).
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr};
 
-use axum::{Router, extract::ConnectInfo, extract::Request, middleware};
+use axum::{extract::ConnectInfo, extract::Request, middleware};
 use http::HeaderMap;
 use tokio::net::TcpListener;
 
 use super::ClientInfo;
-use crate::upstream::headers::X_FORWARDED_FOR;
+use crate::{
+    App,
+    upstream::{Upstream, headers::X_FORWARDED_FOR},
+};
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests
-/// for at most `shutdown_timeout`.
+/// Stops the background tasks when serving ends.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests
+/// for at most `server.shutdown_timeout`. Active health checks run meanwhile.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
-    trusted_proxies: usize,
-    shutdown_timeout: Duration,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router
+    let trusted_proxies = app.plan.server.trusted_proxies;
+    let shutdown_timeout = app.plan.server.shutdown_timeout;
+    let health_checks: Vec<_> = app
+        .upstreams
+        .iter()
+        .filter_map(Upstream::spawn_health_checks)
+        .collect();
+    let _stop_health_checks = AbortOnDrop(health_checks);
+    let app = app
+        .router
         .layer(middleware::map_request(
             move |ConnectInfo(peer): ConnectInfo<SocketAddr>, mut request: Request| async move {
                 let info = client_info(peer, request.headers(), trusted_proxies);

@@ -1,36 +1,108 @@
-//! Upstream services: one pooled HTTP client per upstream (its own connect timeout), built
-//! once at start-up, and the forwarding of a request to it.
+//! Upstream services and the resilient call to them.
 //!
-//! Bodies stream both ways: nothing is buffered, so a 100 MB download costs the gateway
-//! only a few buffers. Redirects are never followed (the client sees the upstream's 3xx),
-//! and no environment proxy is used implicitly.
+//! One [`Upstream`] per `[upstreams.NAME]`, built once: a pooled HTTP client (its own connect
+//! timeout), its targets, and optionally a retry policy, a circuit breaker and a concurrency
+//! limit. [`Upstream::forward`] runs one request through all of them:
+//!
+//! 1. shed at once with 503 when `max_concurrency` requests are already in flight;
+//! 2. per attempt: the breaker admits or answers 503 + Retry-After; a healthy target is picked
+//!    round-robin; the attempt gets the upstream `timeout`, cut to the request's [`Deadline`];
+//! 3. a failed attempt is retried only when the request is repeatable, the failure says "try
+//!    again", the budget allows, and the whole next attempt fits before the deadline.
+//!
+//! Bodies stream both ways: nothing is buffered, so a 100 MB download costs the gateway only a
+//! few buffers, except that a small request body of known size is kept for replay when the
+//! request may be retried. Redirects are never followed, and no environment proxy is used.
 
+mod breaker;
 pub mod headers;
+mod retry;
+mod targets;
+mod window;
 
-use std::{sync::Arc, time::Duration};
-
-use axum::{body::Body, extract::Request, response::Response};
-use http::{HeaderValue, header::CONTENT_LENGTH};
-use http_body::Body as _;
-
-use crate::{
-    config::{ConfigError, UpstreamSettings},
-    error::Error,
-    limits::{BodyLimit, is_body_limit_error},
-    runtime::ClientInfo,
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
 };
 
-/// A configured backend service.
+use axum::{body::Body, extract::Request, response::Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, header::CONTENT_LENGTH};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use breaker::BreakerState;
+
+use crate::{
+    config::{ConfigError, HealthCheckSettings, UpstreamSettings},
+    error::Error,
+    limits::{BodyLimit, Deadline, is_body_limit_error},
+    runtime::ClientInfo,
+};
+use breaker::CircuitBreaker;
+use retry::RetryPolicy;
+use targets::Targets;
+
+/// A configured backend service; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Upstream {
+pub struct Upstream(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     name: Arc<str>,
-    base_url: Arc<str>,
+    targets: Targets,
     timeout: Duration,
     client: reqwest::Client,
+    retry: Option<RetryPolicy>,
+    breaker: Option<CircuitBreaker>,
+    in_flight: Option<Arc<Semaphore>>,
+    health_check: Option<HealthCheckSettings>,
+}
+
+/// The outbound request, with a body that can be sent once (streamed) or again (kept).
+struct Outbound {
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: OutboundBody,
+}
+
+enum OutboundBody {
+    Empty,
+    Kept(Bytes),
+    Stream(Option<Body>),
+}
+
+impl OutboundBody {
+    fn replayable(&self) -> bool {
+        !matches!(self, OutboundBody::Stream(_))
+    }
+
+    fn take(&mut self) -> Option<reqwest::Body> {
+        match self {
+            OutboundBody::Empty => None,
+            OutboundBody::Kept(bytes) => Some(reqwest::Body::from(bytes.clone())),
+            OutboundBody::Stream(body) => body
+                .take()
+                .map(|b| reqwest::Body::wrap_stream(b.into_data_stream())),
+        }
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Answered(reqwest::Response),
+    Failed(Error),
 }
 
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Result<Self, ConfigError> {
+        let now = Instant::now();
+        let name: Arc<str> = settings.name.as_str().into();
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.timeout)
@@ -41,25 +113,49 @@ impl Upstream {
             .build()
             .map_err(|e| {
                 ConfigError::single(
-                    format!("upstreams.{}", settings.name),
+                    format!("upstreams.{name}"),
                     format!("cannot build an HTTP client: {e}"),
                 )
             })?;
-        Ok(Self {
-            name: settings.name.as_str().into(),
-            base_url: settings.base_url.as_str().into(),
+        Ok(Self(Arc::new(Inner {
+            targets: Targets::new(&settings.targets, now),
             timeout: settings.timeout,
             client,
-        })
+            retry: settings.retry.clone().map(|r| RetryPolicy::new(r, now)),
+            breaker: settings
+                .circuit_breaker
+                .clone()
+                .map(|b| CircuitBreaker::new(name.clone(), b, now)),
+            in_flight: settings
+                .max_concurrency
+                .map(|n| Arc::new(Semaphore::new(n))),
+            health_check: settings.health_check.clone(),
+            name,
+        })))
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// Sends `request` to `path` on this upstream (the query string is kept as received) and
     /// returns the upstream's response with hop-by-hop headers removed.
     pub async fn forward(&self, request: Request, path: &str) -> Result<Response, Error> {
+        let inner = &*self.0;
+        let permit = match &inner.in_flight {
+            None => None,
+            Some(semaphore) => {
+                Some(
+                    semaphore
+                        .clone()
+                        .try_acquire_owned()
+                        .map_err(|_| Error::Overloaded {
+                            upstream: inner.name.clone(),
+                        })?,
+                )
+            }
+        };
+
         let (parts, body) = request.into_parts();
         let client = parts
             .extensions
@@ -70,47 +166,173 @@ impl Upstream {
             .extensions
             .get::<BodyLimit>()
             .map_or(u64::MAX, |l| l.0);
+        let deadline = parts.extensions.get::<Deadline>().map(|d| d.0);
+        let headers = headers::to_upstream(parts.headers, &client);
+        let may_retry = inner.retry.as_ref().is_some_and(|r| {
+            r.settings.attempts > 1 && retry::is_repeatable(&parts.method, &headers)
+        });
+        let max_kept = if may_retry {
+            inner.retry.as_ref().map_or(0, |r| r.settings.max_body)
+        } else {
+            0
+        };
+        let mut outbound = Outbound {
+            body: outbound_body(body, max_kept, body_limit).await?,
+            method: parts.method,
+            query: parts.uri.query().map(str::to_owned),
+            headers,
+        };
+        if let (Some(exact), false) = (
+            known_length(&outbound.body),
+            outbound.headers.contains_key(CONTENT_LENGTH),
+        ) {
+            outbound
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(exact));
+        }
 
-        let query = parts.uri.query();
+        let response = self
+            .call_with_retries(&mut outbound, path, deadline, may_retry, body_limit)
+            .await?;
+        let mut response: http::Response<reqwest::Body> = response.into();
+        headers::remove_hop_by_hop(response.headers_mut());
+        Ok(response.map(|body| match permit {
+            Some(permit) => Body::new(WithPermit {
+                inner: body,
+                _permit: permit,
+            }),
+            None => Body::new(body),
+        }))
+    }
+
+    async fn call_with_retries(
+        &self,
+        outbound: &mut Outbound,
+        path: &str,
+        deadline: Option<Instant>,
+        may_retry: bool,
+        body_limit: u64,
+    ) -> Result<reqwest::Response, Error> {
+        let inner = &*self.0;
+        let attempts = inner.retry.as_ref().map_or(1, |r| r.settings.attempts);
+        if let Some(policy) = &inner.retry {
+            policy.record_request(Instant::now());
+        }
+        let mut attempt = 1;
+        loop {
+            let outcome = self.attempt(outbound, path, deadline, body_limit).await?;
+            let retryable = match &outcome {
+                Attempt::Answered(response) => retry::is_retryable_status(response.status()),
+                Attempt::Failed(Error::UpstreamUnavailable { .. }) => true,
+                Attempt::Failed(_) => false,
+            };
+            let Some(policy) = inner.retry.as_ref().filter(|_| {
+                retryable && may_retry && attempt < attempts && outbound.body.replayable()
+            }) else {
+                return finish(outcome);
+            };
+
+            let mut delay = policy.backoff(attempt);
+            if let Attempt::Answered(response) = &outcome {
+                if let Some(asked) = retry::retry_after(response.headers(), SystemTime::now()) {
+                    if asked > policy.settings.max_backoff {
+                        return finish(outcome);
+                    }
+                    delay = delay.max(asked);
+                }
+            }
+            // Start a retry only if the whole attempt fits before the deadline (in Lambda:
+            // the invocation's, so a retry never starts that Lambda would cut off).
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now + delay + inner.timeout > d) {
+                tracing::info!(upstream = %inner.name, attempt, "no retry: it could not finish before the deadline");
+                return finish(outcome);
+            }
+            if !policy.try_spend(now) {
+                tracing::warn!(upstream = %inner.name, attempt, "no retry: retry budget exhausted");
+                return finish(outcome);
+            }
+            tracing::info!(upstream = %inner.name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+            drop(outcome);
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt: breaker, target, timeout cut to the deadline, send, record the outcome.
+    async fn attempt(
+        &self,
+        outbound: &mut Outbound,
+        path: &str,
+        deadline: Option<Instant>,
+        body_limit: u64,
+    ) -> Result<Attempt, Error> {
+        let inner = &*self.0;
+        let now = Instant::now();
+        let ticket = match &inner.breaker {
+            Some(breaker) => {
+                Some(
+                    breaker
+                        .admit(now)
+                        .map_err(|retry_after| Error::CircuitOpen {
+                            upstream: inner.name.clone(),
+                            retry_after,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let Some(index) = inner.targets.pick(now) else {
+            return Err(Error::NoHealthyTarget {
+                upstream: inner.name.clone(),
+            });
+        };
+        let timeout = match deadline {
+            Some(deadline) => inner.timeout.min(deadline.saturating_duration_since(now)),
+            None => inner.timeout,
+        };
+        if timeout.is_zero() {
+            return Err(Error::DeadlineExceeded);
+        }
+
+        let target = inner.targets.get(index);
         let mut url = String::with_capacity(
-            self.base_url.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+            target.url.len() + path.len() + outbound.query.as_ref().map_or(0, |q| q.len() + 1),
         );
-        url.push_str(&self.base_url);
+        url.push_str(&target.url);
         url.push_str(path);
-        if let Some(query) = query {
+        if let Some(query) = &outbound.query {
             url.push('?');
             url.push_str(query);
         }
-        let url = reqwest::Url::parse(&url)
-            .map_err(|e| Error::Internal(format!("upstream URL {url:?}: {e}")))?;
+        let url =
+            reqwest::Url::parse(&url).map_err(|e| Error::Internal(format!("upstream URL: {e}")))?;
+        let mut request = reqwest::Request::new(outbound.method.clone(), url);
+        *request.headers_mut() = outbound.headers.clone();
+        *request.body_mut() = outbound.body.take();
 
-        let mut headers = headers::to_upstream(parts.headers, &client);
-        let size = body.size_hint();
-        let mut outgoing = reqwest::Request::new(parts.method, url);
-        if size.exact() != Some(0) {
-            if let (Some(exact), false) = (size.exact(), headers.contains_key(CONTENT_LENGTH)) {
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(exact));
-            }
-            *outgoing.body_mut() = Some(reqwest::Body::wrap_stream(body.into_data_stream()));
-        }
-        *outgoing.headers_mut() = headers;
-
-        let sent = tokio::time::timeout(self.timeout, self.client.execute(outgoing)).await;
-        let upstream_response = match sent {
-            Err(_elapsed) => return Err(self.timed_out()),
-            Ok(Err(error)) => return Err(self.classify(error, body_limit)),
-            Ok(Ok(response)) => response,
+        let sent = tokio::time::timeout(timeout, inner.client.execute(request)).await;
+        let finished = Instant::now();
+        let outcome = match sent {
+            Err(_elapsed) => Attempt::Failed(Error::UpstreamTimeout {
+                upstream: inner.name.clone(),
+            }),
+            Ok(Err(error)) => Attempt::Failed(self.classify(error, body_limit)),
+            Ok(Ok(response)) => Attempt::Answered(response),
         };
-
-        let mut response: http::Response<reqwest::Body> = upstream_response.into();
-        headers::remove_hop_by_hop(response.headers_mut());
-        Ok(response.map(Body::new))
-    }
-
-    fn timed_out(&self) -> Error {
-        Error::UpstreamTimeout {
-            upstream: self.name.clone(),
+        let (success, connection_failed) = match &outcome {
+            Attempt::Answered(response) => (!response.status().is_server_error(), false),
+            Attempt::Failed(Error::UpstreamTimeout { .. } | Error::UpstreamUnavailable { .. }) => {
+                (false, true)
+            }
+            // The client's fault (body too large or aborted): says nothing about the upstream.
+            Attempt::Failed(_) => return Ok(outcome),
+        };
+        if let Some(ticket) = ticket {
+            ticket.record(success, finished);
         }
+        inner.targets.report(index, connection_failed, finished);
+        Ok(outcome)
     }
 
     fn classify(&self, error: reqwest::Error, body_limit: u64) -> Error {
@@ -127,12 +349,108 @@ impl Upstream {
         // A connection that could not be made, even by timing out, is "unreachable" (502);
         // only an upstream that accepted the request and then ran out of time is 504.
         if error.is_timeout() && !error.is_connect() {
-            return self.timed_out();
+            return Error::UpstreamTimeout {
+                upstream: self.0.name.clone(),
+            };
         }
         Error::UpstreamUnavailable {
-            upstream: self.name.clone(),
+            upstream: self.0.name.clone(),
             source: error,
         }
+    }
+
+    /// State for `/ready`.
+    pub fn status(&self, now: Instant) -> UpstreamStatus {
+        let inner = &*self.0;
+        let targets = inner
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(index, target)| TargetStatus {
+                url: target.url.to_string(),
+                healthy: inner.targets.is_healthy(index, now),
+            })
+            .collect();
+        UpstreamStatus {
+            circuit_breaker: inner.breaker.as_ref().map(|b| b.state(now).as_str()),
+            healthy_targets: inner.targets.healthy_count(now),
+            targets,
+        }
+    }
+
+    /// Probes every target on `health_check.path` every `interval`, forever. Server mode only:
+    /// Lambda freezes the process between invocations.
+    pub fn spawn_health_checks(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let check = self.0.health_check.clone()?;
+        let upstream = self.clone();
+        Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(check.interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                upstream.probe_all(&check).await;
+            }
+        }))
+    }
+
+    async fn probe_all(&self, check: &HealthCheckSettings) {
+        let inner = &*self.0;
+        for (index, target) in inner.targets.iter().enumerate() {
+            let url = format!("{}{}", target.url, check.path);
+            let result = inner.client.get(url).timeout(check.timeout).send().await;
+            let healthy =
+                matches!(&result, Ok(r) if r.status().is_success() || r.status().is_redirection());
+            if inner.targets.set_probe_result(index, healthy) {
+                match result {
+                    Ok(response) if !healthy => {
+                        tracing::warn!(upstream = %inner.name, target = %target.url, status = response.status().as_u16(), "health check failed")
+                    }
+                    Err(error) => {
+                        tracing::warn!(upstream = %inner.name, target = %target.url, error = %error.without_url(), "health check failed")
+                    }
+                    _ => {
+                        tracing::info!(upstream = %inner.name, target = %target.url, "health check passed again")
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn finish(outcome: Attempt) -> Result<reqwest::Response, Error> {
+    match outcome {
+        Attempt::Answered(response) => Ok(response),
+        Attempt::Failed(error) => Err(error),
+    }
+}
+
+/// Keeps a small body of known size for replay; streams everything else.
+async fn outbound_body(body: Body, max_kept: u64, body_limit: u64) -> Result<OutboundBody, Error> {
+    let size = body.size_hint();
+    if size.exact() == Some(0) {
+        return Ok(OutboundBody::Empty);
+    }
+    match size.exact() {
+        Some(length) if length <= max_kept => match body.collect().await {
+            Ok(collected) => Ok(OutboundBody::Kept(collected.to_bytes())),
+            Err(error) => {
+                let cause = error.into_inner();
+                if is_body_limit_error(&*cause) {
+                    Err(Error::PayloadTooLarge { limit: body_limit })
+                } else {
+                    Err(Error::BadRequestBody(cause))
+                }
+            }
+        },
+        _ => Ok(OutboundBody::Stream(Some(body))),
+    }
+}
+
+fn known_length(body: &OutboundBody) -> Option<u64> {
+    match body {
+        OutboundBody::Kept(bytes) => Some(bytes.len() as u64),
+        OutboundBody::Stream(Some(body)) => body.size_hint().exact(),
+        _ => None,
     }
 }
 
@@ -146,4 +464,47 @@ fn request_body_failed(error: &reqwest::Error) -> bool {
         current = e.source();
     }
     false
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpstreamStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<&'static str>,
+    pub healthy_targets: usize,
+    pub targets: Vec<TargetStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetStatus {
+    pub url: String,
+    pub healthy: bool,
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds a concurrency permit until it is finished or dropped.
+    struct WithPermit<B> {
+        #[pin]
+        inner: B,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for WithPermit<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

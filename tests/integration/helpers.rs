@@ -142,16 +142,9 @@ impl Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, on_shutdown) = oneshot::channel::<()>();
-        let settings = app.plan.server.clone();
-        let task = tokio::spawn(proxyfn::runtime::server::serve(
-            listener,
-            app.router,
-            settings.trusted_proxies,
-            settings.shutdown_timeout,
-            async move {
-                let _ = on_shutdown.await;
-            },
-        ));
+        let task = tokio::spawn(proxyfn::runtime::server::serve(listener, app, async move {
+            let _ = on_shutdown.await;
+        }));
         Self {
             addr,
             shutdown: Some(shutdown),
