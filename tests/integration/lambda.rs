@@ -34,28 +34,30 @@ enum Outcome {
 
 #[derive(Clone)]
 struct ApiState {
-    next: Arc<tokio::sync::Mutex<mpsc::Receiver<(String, Value)>>>,
+    next: Arc<tokio::sync::Mutex<mpsc::Receiver<Invocation>>>,
     waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Outcome>>>>,
     init_error: Arc<Mutex<Option<(String, Value)>>>,
 }
 
+/// An event waiting for the function: its id, payload and time allowed.
+type Invocation = (String, Value, Duration);
+
 /// A local implementation of the Lambda Runtime API.
 struct RuntimeApi {
     addr: SocketAddr,
-    events: mpsc::Sender<(String, Value)>,
+    events: mpsc::Sender<Invocation>,
     state: ApiState,
     _server: Upstream,
 }
 
 async fn next_invocation(State(state): State<ApiState>) -> Response {
-    let Some((id, event)) = state.next.lock().await.recv().await else {
+    let Some((id, event, allowed)) = state.next.lock().await.recv().await else {
         return (axum::http::StatusCode::GONE, "no more events").into_response();
     };
-    let deadline = SystemTime::now()
+    let deadline = (SystemTime::now() + allowed)
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_millis()
-        + 30_000;
+        .as_millis();
     Response::builder()
         .header("lambda-runtime-aws-request-id", &id)
         .header("lambda-runtime-deadline-ms", deadline.to_string())
@@ -150,10 +152,16 @@ impl RuntimeApi {
     }
 
     async fn invoke(&self, event: Value) -> Outcome {
+        self.invoke_with_deadline(event, Duration::from_secs(30))
+            .await
+    }
+
+    /// Invokes with `allowed` until the invocation's deadline (Lambda-Runtime-Deadline-Ms).
+    async fn invoke_with_deadline(&self, event: Value, allowed: Duration) -> Outcome {
         let id = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
         self.state.waiting.lock().unwrap().insert(id.clone(), tx);
-        self.events.send((id, event)).await.unwrap();
+        self.events.send((id, event, allowed)).await.unwrap();
         tokio::time::timeout(Duration::from_secs(30), rx)
             .await
             .expect("the function answered within 30s")
@@ -842,4 +850,77 @@ async fn an_invalid_config_is_reported_as_an_init_error_and_exits_2() {
             .contains("routes[0].upstream"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn the_invocation_deadline_cuts_a_retry_loop_short() {
+    // Each attempt takes 200ms and gets 503. The invocation allows 1.5s less the 200ms margin,
+    // and a retry starts only when a whole attempt (timeout 1s) still fits: at 0.2s one more
+    // fits, at 0.4s none does. So exactly two of the ten configured attempts run.
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = attempts.clone();
+    let upstream = Upstream::serve(Router::new().fallback(axum::routing::any(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy")
+        }
+    })))
+    .await;
+    let config = format!(
+        "[upstreams.backend]\nurl = \"{}\"\ntimeout = \"1s\"\nretry = {{ attempts = 10, backoff = \"1ms\", max_backoff = \"1ms\" }}\n\
+         [[routes]]\npath = \"/{{*rest}}\"\nupstream = \"backend\"\n",
+        upstream.url()
+    );
+    let function = Function::start(&config).await;
+
+    let event = http_api_event("GET", "/work", "", "$default", json!({}), &[], None);
+    let response = match function
+        .api
+        .invoke_with_deadline(event, Duration::from_millis(1500))
+        .await
+    {
+        Outcome::Response(value) => value,
+        Outcome::Error(error) => panic!("the function failed: {error}"),
+    };
+    assert_eq!(response["statusCode"], 503, "{response}");
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "no retry started that could not finish"
+    );
+}
+
+#[tokio::test]
+async fn in_lambda_a_keyed_post_is_retried_with_its_body() {
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let upstream = Upstream::recording(move |captured| {
+        let first = failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        Response::builder()
+            .status(if first { 502 } else { 201 })
+            .body(Body::from(captured.body.clone()))
+            .unwrap()
+    })
+    .await;
+    let config = proxy_config(&upstream, "").replace(
+        "[[routes]]",
+        "retry = { attempts = 3, backoff = \"1ms\", max_backoff = \"1ms\" }\n[[routes]]",
+    );
+    let function = Function::start(&config).await;
+
+    let headers = json!({"idempotency-key": "k-9", "content-type": "text/plain"});
+    let event = http_api_event(
+        "POST",
+        "/users/new",
+        "",
+        "$default",
+        headers,
+        &[],
+        Some(("payload", false)),
+    );
+    let response = function.api.respond(event).await;
+    assert_eq!(response["statusCode"], 201, "{response}");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|r| r.body.as_ref() == b"payload"));
 }

@@ -7,4 +7,5 @@ mod cli;
 mod lambda;
 mod limits;
 mod proxy;
+mod resilience;
 mod server;
