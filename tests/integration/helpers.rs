@@ -156,6 +156,17 @@ impl Gateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The status of a GET to `path`.
+    pub async fn status(&self, path: &str) -> u16 {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// Starts graceful shutdown and returns the server task to await.
     pub fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
         if let Some(tx) = self.shutdown.take() {

@@ -79,14 +79,7 @@ async fn invocation_response(
     Path(id): Path<String>,
     body: Bytes,
 ) -> impl IntoResponse {
-    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if let Some(tx) = state.waiting.lock().unwrap().remove(&id) {
-        let _ = tx.send(Outcome::Response(value));
-    }
-    (
-        axum::http::StatusCode::ACCEPTED,
-        Json(json!({"status": "OK"})),
-    )
+    complete(&state, &id, Outcome::Response(parse_json(&body)))
 }
 
 async fn invocation_error(
@@ -94,9 +87,17 @@ async fn invocation_error(
     Path(id): Path<String>,
     body: Bytes,
 ) -> impl IntoResponse {
-    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if let Some(tx) = state.waiting.lock().unwrap().remove(&id) {
-        let _ = tx.send(Outcome::Error(value));
+    complete(&state, &id, Outcome::Error(parse_json(&body)))
+}
+
+fn parse_json(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or(Value::Null)
+}
+
+/// Hands the outcome to the waiting `invoke` and acknowledges as the Runtime API does (202).
+fn complete(state: &ApiState, id: &str, outcome: Outcome) -> impl IntoResponse + use<> {
+    if let Some(tx) = state.waiting.lock().unwrap().remove(id) {
+        let _ = tx.send(outcome);
     }
     (
         axum::http::StatusCode::ACCEPTED,

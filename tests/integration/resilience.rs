@@ -164,15 +164,7 @@ async fn the_breaker_opens_answers_without_the_upstream_and_closes_after_probes(
     let gateway = Gateway::start(&upstream_config(&upstream.url(), breaker, "")).await;
 
     for _ in 0..4 {
-        assert_eq!(
-            client()
-                .get(gateway.url("/x"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            503
-        );
+        assert_eq!(gateway.status("/x").await, 503);
     }
     assert_eq!(upstream.requests().len(), 4);
     let response = client().get(gateway.url("/x")).send().await.unwrap();
@@ -194,30 +186,13 @@ async fn the_breaker_opens_answers_without_the_upstream_and_closes_after_probes(
     failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(350)).await;
     for _ in 0..2 {
-        assert_eq!(
-            client()
-                .get(gateway.url("/x"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200,
-            "half-open probe"
-        );
+        assert_eq!(gateway.status("/x").await, 200, "half-open probe");
     }
     assert_eq!(
         ready_json(&gateway).await["upstreams"]["backend"]["circuit_breaker"],
         "closed"
     );
-    assert_eq!(
-        client()
-            .get(gateway.url("/x"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(gateway.status("/x").await, 200);
 }
 
 async fn ready_json(gateway: &Gateway) -> serde_json::Value {
@@ -295,15 +270,7 @@ async fn round_robin_skips_a_dead_target() {
     let gateway = Gateway::start(&config).await;
 
     for _ in 0..10 {
-        assert_eq!(
-            client()
-                .get(gateway.url("/x"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(gateway.status("/x").await, 200);
     }
     assert_eq!(alive.requests().len(), 10);
     let ready = ready_json(&gateway).await;
@@ -378,13 +345,7 @@ async fn ready_is_503_when_a_routed_upstream_has_no_healthy_target() {
     let gateway = Gateway::start(&config).await;
     let mut status = 200;
     for _ in 0..100 {
-        status = client()
-            .get(gateway.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
+        status = gateway.status("/ready").await;
         if status == 503 {
             break;
         }
@@ -428,15 +389,7 @@ async fn requests_over_max_concurrency_are_shed_at_once() {
         "done",
         "the permit is held until the body is done"
     );
-    assert_eq!(
-        client()
-            .get(gateway.url("/third"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(gateway.status("/third").await, 200);
 }
 
 #[tokio::test]
@@ -454,24 +407,8 @@ async fn faults_inject_errors_and_latency_only_when_configured() {
     let response = client().get(gateway.url("/abort")).send().await.unwrap();
     expect_problem(response, 418, "fault-injected").await;
     assert!(upstream.requests().is_empty());
-    assert_eq!(
-        client()
-            .get(gateway.url("/delay"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(gateway.status("/delay").await, 200);
     for _ in 0..20 {
-        assert_eq!(
-            client()
-                .get(gateway.url("/never"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(gateway.status("/never").await, 200);
     }
 }
