@@ -51,6 +51,18 @@ pub enum Error {
     NoHealthyTarget { upstream: Arc<str> },
     #[error("fault injected with status {status}")]
     FaultInjected { status: StatusCode },
+    #[error("not authenticated: {}", reason.code())]
+    Unauthorized {
+        reason: crate::auth::Reason,
+        challenge: HeaderValue,
+    },
+    #[error("missing scopes: {missing}")]
+    Forbidden {
+        missing: String,
+        challenge: HeaderValue,
+    },
+    #[error("the identity provider is unavailable")]
+    AuthUnavailable { retry_after: Duration },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -114,6 +126,9 @@ impl Error {
             | Error::CircuitOpen { .. }
             | Error::NoHealthyTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::FaultInjected { status } => *status,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -196,6 +211,19 @@ impl Error {
                 status.canonical_reason().unwrap_or("Injected Fault"),
                 "This error was injected by the route's fault configuration.".to_owned(),
             ),
+            Error::Unauthorized { reason, .. } => {
+                ("unauthorized", "Unauthorized", reason.describe().to_owned())
+            }
+            Error::Forbidden { missing, .. } => (
+                "insufficient-scope",
+                "Forbidden",
+                format!("The credentials lack the scopes this route requires: {missing}."),
+            ),
+            Error::AuthUnavailable { .. } => (
+                "auth-unavailable",
+                "Service Unavailable",
+                "Credentials cannot be verified right now; retry shortly.".to_owned(),
+            ),
             Error::Internal(_) => (
                 "internal",
                 "Internal Server Error",
@@ -269,6 +297,9 @@ fn problem_type(slug: &'static str) -> &'static str {
         "circuit-open",
         "no-healthy-upstream",
         "fault-injected",
+        "unauthorized",
+        "insufficient-scope",
+        "auth-unavailable",
         "internal"
     )
 }

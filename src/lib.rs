@@ -7,7 +7,8 @@
 //! 2. panics become 500 problems, never a dead runtime;
 //! 3. limits: header section (431), body (413), whole-request deadline (504);
 //! 4. path normalization (400 for ambiguous paths);
-//! 5. routing: built-in endpoints, then configured routes (mock or proxy).
+//! 5. routing: built-in endpoints, then configured routes: authentication and scopes, fault
+//!    injection, then the mock or proxy handler.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), proxyfn::ConfigError> {
@@ -22,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod docs;
 pub mod error;
@@ -63,7 +65,8 @@ impl App {
             .iter()
             .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings)?)))
             .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
-        let router = wrap(routes::router(&plan, &upstreams), &plan.server);
+        let providers = auth::Providers::new(&plan.auth, &internal_client()?);
+        let router = wrap(routes::router(&plan, &upstreams, &providers), &plan.server);
         Ok(Self {
             plan,
             router,
@@ -75,6 +78,15 @@ impl App {
 /// The gateway's router for `config`, shared by `main`, the Lambda runtime and the tests.
 pub async fn build(config: &Config) -> Result<Router, ConfigError> {
     Ok(App::new(config).await?.router)
+}
+
+/// The client for the gateway's own calls (JWKS): shared, pooled, never following redirects.
+fn internal_client() -> Result<reqwest::Client, ConfigError> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ConfigError::single("", format!("cannot build the HTTP client: {e}")))
 }
 
 /// The layers every request passes through before routing.

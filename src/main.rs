@@ -4,7 +4,9 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use proxyfn::{
-    App, ConfigError, Plan, config,
+    App, ConfigError, Plan,
+    auth::api_keys::{RedisKeys, StoredKey, generate_key},
+    config,
     observability::init_logging,
     runtime::{self, lambda, server},
 };
@@ -31,6 +33,35 @@ enum Command {
     Check,
     /// Print the OpenAPI document of the configuration
     Openapi,
+    /// Manage API keys kept in Redis (providers with store = "redis")
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a key; prints it once (only its SHA-256 is stored)
+    Add {
+        /// The api_keys provider, as in [auth.api_keys.PROVIDER]
+        provider: String,
+        /// The principal the key identifies
+        #[arg(long)]
+        id: String,
+        /// A scope the key grants (repeatable)
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Use this key instead of generating one
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Revoke every key of a principal
+    Revoke {
+        provider: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// List the keys' principals and scopes (never the keys)
+    List { provider: String },
 }
 
 /// Exit status for an invalid configuration.
@@ -69,6 +100,85 @@ fn main() -> ExitCode {
             Err(error) => config_failure(&error, false),
         },
         Command::Serve => serve(&config, &source, in_lambda),
+        Command::Keys(command) => match Plan::new(&config) {
+            Ok(plan) => keys(&plan, command),
+            Err(error) => config_failure(&error, false),
+        },
+    }
+}
+
+fn keys(plan: &Plan, command: KeysCommand) -> ExitCode {
+    let provider = match &command {
+        KeysCommand::Add { provider, .. }
+        | KeysCommand::Revoke { provider, .. }
+        | KeysCommand::List { provider } => provider,
+    };
+    let Some(redis_url) = plan
+        .auth
+        .api_keys
+        .get(provider)
+        .and_then(|p| p.redis_url.as_ref())
+    else {
+        eprintln!("proxyfn: auth.api_keys.{provider} is not configured with store = \"redis\"");
+        return ExitCode::from(CONFIG_INVALID);
+    };
+    let store = RedisKeys::new(redis_url, provider);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("proxyfn: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = runtime.block_on(async {
+        match command {
+            KeysCommand::Add {
+                id, scopes, key, ..
+            } => {
+                let key = match key {
+                    Some(key) => key,
+                    None => generate_key()?,
+                };
+                store
+                    .add(
+                        &key,
+                        &StoredKey {
+                            id: id.clone(),
+                            scopes,
+                        },
+                    )
+                    .await?;
+                println!("{key}");
+                eprintln!("added a key for {id:?}; it is shown only now");
+                Ok(())
+            }
+            KeysCommand::Revoke { id, .. } => {
+                let removed = store.revoke(&id).await?;
+                println!("revoked {removed} key(s) of {id:?}");
+                Ok(())
+            }
+            KeysCommand::List { .. } => {
+                for (digest, stored) in store.list().await? {
+                    println!(
+                        "{}  {}  {}",
+                        &digest[..12],
+                        stored.id,
+                        stored.scopes.join(" ")
+                    );
+                }
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("proxyfn: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

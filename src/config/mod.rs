@@ -14,9 +14,10 @@ use serde::Deserialize;
 
 pub use load::{ConfigSource, load};
 pub use plan::{
-    BUILTIN_PATHS, BreakerSettings, FaultSettings, HealthCheckSettings, MockResponse, Plan,
+    ApiKeyEntry, ApiKeySettings, AuthSettings, BUILTIN_PATHS, BreakerSettings, FaultSettings,
+    HealthCheckSettings, JwtKeySource, JwtSettings, KeyLocation, MockResponse, Plan, ProviderRef,
     RetrySettings, RouteAction, RoutePlan, ServerSettings, TargetPath, TemplatePart,
-    UpstreamSettings,
+    UpstreamSettings, parse_digest,
 };
 pub use units::{ByteSize, HumanDuration};
 
@@ -26,7 +27,103 @@ pub use units::{ByteSize, HumanDuration};
 pub struct Config {
     pub server: ServerConfig,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub auth: AuthConfig,
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[auth]`: identity providers that routes name in `auth = ["jwt:NAME", "api_key:NAME"]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub jwt: BTreeMap<String, JwtConfig>,
+    pub api_keys: BTreeMap<String, ApiKeysConfig>,
+}
+
+/// `[auth.jwt.NAME]`: bearer tokens verified against one key source.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Keys from a JSON Web Key Set endpoint.
+    pub jwks_url: Option<String>,
+    /// One public key (RSA, EC or Ed25519) in PEM.
+    pub public_key_pem: Option<String>,
+    /// The environment variable holding an HMAC secret.
+    pub secret_env: Option<String>,
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Accepted `alg` values; the token's header never chooses outside this list.
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway: HumanDuration,
+    /// Claims copied into request headers for the upstream, e.g. `{ sub = "x-user-id" }`.
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+    /// Whether the upstream receives the token itself.
+    #[serde(default = "default_true")]
+    pub forward_token: bool,
+    /// Header carrying the token; `authorization` means the `Bearer` scheme.
+    #[serde(default = "default_token_header")]
+    pub header: String,
+    /// Read the token from this cookie instead of a header.
+    pub cookie: Option<String>,
+    /// How long JWKS keys are kept when the endpoint sends no `Cache-Control: max-age`.
+    #[serde(default = "default_jwks_cache")]
+    pub jwks_cache: HumanDuration,
+    /// The shortest time between two JWKS fetches (unknown `kid` refetches included).
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh: HumanDuration,
+}
+
+/// `[auth.api_keys.NAME]`: static keys, stored as SHA-256 digests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    /// Header carrying the key (default `x-api-key`).
+    pub header: Option<String>,
+    /// Query parameter carrying the key, instead of a header.
+    pub query: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<ApiKeyConfig>,
+    /// `memory` (only `keys`) or `redis` (`keys` plus keys managed at runtime).
+    #[serde(default)]
+    pub store: KeyStoreKind,
+    pub redis_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The principal this key identifies.
+    pub id: String,
+    /// Lower-case hex SHA-256 of the key.
+    pub sha256: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_leeway() -> HumanDuration {
+    secs(30)
+}
+fn default_token_header() -> String {
+    "authorization".into()
+}
+fn default_jwks_cache() -> HumanDuration {
+    secs(300)
+}
+fn default_jwks_min_refresh() -> HumanDuration {
+    secs(30)
 }
 
 impl Config {
@@ -197,6 +294,11 @@ pub struct RouteConfig {
     pub fallback: Option<MockResponseConfig>,
     /// Injected latency and errors, for chaos testing.
     pub fault: Option<FaultConfig>,
+    /// Providers that may authenticate the request, any one sufficing: `["jwt:main"]`.
+    pub auth: Option<Vec<String>>,
+    /// Scopes the principal must all hold.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// `fault = { delay, delay_percent, abort_status, abort_percent }`

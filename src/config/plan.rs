@@ -7,8 +7,12 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use jsonwebtoken::{Algorithm, DecodingKey};
 
-use super::{Config, ConfigError, ConfigProblem, MockResponseConfig, RouteConfig};
+use super::{
+    ApiKeysConfig, Config, ConfigError, ConfigProblem, JwtConfig, KeyStoreKind, MockResponseConfig,
+    RouteConfig,
+};
 
 /// Paths the gateway serves itself; a configured route may not take them.
 pub const BUILTIN_PATHS: &[&str] = &["/health", "/ready"];
@@ -18,7 +22,81 @@ pub const BUILTIN_PATHS: &[&str] = &["/health", "/ready"];
 pub struct Plan {
     pub server: ServerSettings,
     pub upstreams: BTreeMap<String, UpstreamSettings>,
+    pub auth: AuthSettings,
     pub routes: Vec<RoutePlan>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuthSettings {
+    pub jwt: BTreeMap<String, JwtSettings>,
+    pub api_keys: BTreeMap<String, ApiKeySettings>,
+}
+
+#[derive(Clone)]
+pub struct JwtSettings {
+    pub name: String,
+    pub keys: JwtKeySource,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub leeway: Duration,
+    /// (claim, header) pairs.
+    pub forward_claims: Vec<(String, HeaderName)>,
+    pub forward_token: bool,
+    pub location: KeyLocation,
+    pub jwks_cache: Duration,
+    pub jwks_min_refresh: Duration,
+}
+
+impl std::fmt::Debug for JwtSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSettings")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a provider's verification keys come from.
+#[derive(Clone)]
+pub enum JwtKeySource {
+    Jwks(String),
+    /// One key (PEM public key, or an HMAC secret from the environment).
+    Static(DecodingKey),
+}
+
+/// Where a credential is read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyLocation {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    Header(HeaderName),
+    Cookie(String),
+    Query(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiKeySettings {
+    pub name: String,
+    pub location: KeyLocation,
+    pub keys: Vec<ApiKeyEntry>,
+    /// `Some(url)` when keys are also looked up in Redis.
+    pub redis_url: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyEntry {
+    pub id: String,
+    pub digest: [u8; 32],
+    pub scopes: Vec<String>,
+}
+
+/// A provider named by a route's `auth` list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProviderRef {
+    Jwt(String),
+    ApiKey(String),
 }
 
 #[derive(Clone, Debug)]
@@ -90,6 +168,9 @@ pub struct RoutePlan {
     pub action: RouteAction,
     pub fallback: Option<MockResponse>,
     pub fault: Option<FaultSettings>,
+    /// Empty: a public route.
+    pub auth: Vec<ProviderRef>,
+    pub scopes: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -134,6 +215,24 @@ impl Plan {
                 upstream_settings(name, upstream, &mut problems).map(|u| (name.clone(), u))
             })
             .collect();
+        let auth = AuthSettings {
+            jwt: config
+                .auth
+                .jwt
+                .iter()
+                .filter_map(|(name, jwt)| {
+                    jwt_settings(name, jwt, &mut problems).map(|s| (name.clone(), s))
+                })
+                .collect(),
+            api_keys: config
+                .auth
+                .api_keys
+                .iter()
+                .filter_map(|(name, keys)| {
+                    api_key_settings(name, keys, &mut problems).map(|s| (name.clone(), s))
+                })
+                .collect(),
+        };
         let routes: Vec<(usize, RoutePlan)> = config
             .routes
             .iter()
@@ -149,6 +248,7 @@ impl Plan {
             (Some(server), true) => Ok(Plan {
                 server,
                 upstreams,
+                auth,
                 routes,
             }),
             _ => Err(ConfigError {
@@ -477,6 +577,7 @@ fn route_plan(
         .fault
         .as_ref()
         .map(|fault| fault_settings(&format!("{key}.fault"), fault, problems));
+    let auth = route_auth(&key, route, config, problems);
 
     (problems.0.len() == before).then_some(())?;
     Some(RoutePlan {
@@ -485,7 +586,288 @@ fn route_plan(
         action: action?,
         fallback,
         fault,
+        auth,
+        scopes: route.scopes.clone(),
     })
+}
+
+fn route_auth(
+    key: &str,
+    route: &RouteConfig,
+    config: &Config,
+    problems: &mut Problems,
+) -> Vec<ProviderRef> {
+    let Some(entries) = &route.auth else {
+        if !route.scopes.is_empty() {
+            problems.add(format!("{key}.scopes"), "scopes need `auth` on the route");
+        }
+        return vec![];
+    };
+    if entries.is_empty() {
+        problems.add(
+            format!("{key}.auth"),
+            "list at least one provider, or omit the key for a public route",
+        );
+    }
+    let known = || {
+        let names: Vec<String> = config
+            .auth
+            .jwt
+            .keys()
+            .map(|n| format!("jwt:{n}"))
+            .chain(config.auth.api_keys.keys().map(|n| format!("api_key:{n}")))
+            .collect();
+        if names.is_empty() {
+            "none defined".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, entry)| {
+            let found = match entry.split_once(':') {
+                Some(("jwt", name)) if config.auth.jwt.contains_key(name) => {
+                    Some(ProviderRef::Jwt(name.to_owned()))
+                }
+                Some(("api_key", name)) if config.auth.api_keys.contains_key(name) => {
+                    Some(ProviderRef::ApiKey(name.to_owned()))
+                }
+                _ => None,
+            };
+            if found.is_none() {
+                problems.add(
+                    format!("{key}.auth[{i}]"),
+                    format!("unknown provider {entry:?} (known: {})", known()),
+                );
+            }
+            found
+        })
+        .collect()
+}
+
+fn jwt_settings(name: &str, jwt: &JwtConfig, problems: &mut Problems) -> Option<JwtSettings> {
+    let key = format!("auth.jwt.{name}");
+    let before = problems.0.len();
+    let algorithms: Vec<Algorithm> = jwt
+        .algorithms
+        .iter()
+        .enumerate()
+        .filter_map(|(i, alg)| {
+            alg.parse::<Algorithm>()
+                .map_err(|_| {
+                    problems.add(
+                        format!("{key}.algorithms[{i}]"),
+                        format!("unknown algorithm {alg:?}"),
+                    )
+                })
+                .ok()
+        })
+        .collect();
+    if jwt.algorithms.is_empty() {
+        problems.add(
+            format!("{key}.algorithms"),
+            "list the accepted algorithms, e.g. [\"RS256\"]",
+        );
+    }
+    let keys = match (&jwt.jwks_url, &jwt.public_key_pem, &jwt.secret_env) {
+        (Some(url), None, None) => match reqwest::Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                Some(JwtKeySource::Jwks(url.clone()))
+            }
+            _ => {
+                problems.add(
+                    format!("{key}.jwks_url"),
+                    format!("not an http(s) URL: {url:?}"),
+                );
+                None
+            }
+        },
+        (None, Some(pem), None) => match pem_key(pem.as_bytes()) {
+            Some(key) => Some(JwtKeySource::Static(key)),
+            None => {
+                problems.add(
+                    format!("{key}.public_key_pem"),
+                    "not an RSA, EC or Ed25519 public key in PEM",
+                );
+                None
+            }
+        },
+        (None, None, Some(var)) => match std::env::var(var) {
+            Ok(secret) if secret.len() >= 32 => Some(JwtKeySource::Static(
+                DecodingKey::from_secret(secret.as_bytes()),
+            )),
+            Ok(_) => {
+                problems.add(
+                    format!("{key}.secret_env"),
+                    format!("the secret in ${var} is shorter than 32 bytes"),
+                );
+                None
+            }
+            Err(_) => {
+                problems.add(
+                    format!("{key}.secret_env"),
+                    format!("environment variable ${var} is not set"),
+                );
+                None
+            }
+        },
+        _ => {
+            problems.add(
+                &key,
+                "set exactly one of `jwks_url`, `public_key_pem` and `secret_env`",
+            );
+            None
+        }
+    };
+    // The key decides the algorithm family, never the token: an RSA public key must not be
+    // usable as an HMAC secret (key confusion), and JWKS keys are public keys only.
+    if let Some(keys) = &keys {
+        for alg in &algorithms {
+            let allowed = match keys {
+                JwtKeySource::Jwks(_) => alg.family() != jsonwebtoken::AlgorithmFamily::Hmac,
+                JwtKeySource::Static(key) => key.family() == alg.family(),
+            };
+            if !allowed {
+                problems.add(
+                    format!("{key}.algorithms"),
+                    format!("{alg:?} does not fit the configured key"),
+                );
+            }
+        }
+    }
+    let forward_claims = jwt
+        .forward_claims
+        .iter()
+        .filter_map(
+            |(claim, header)| match HeaderName::try_from(header.as_str()) {
+                Ok(name) => Some((claim.clone(), name)),
+                Err(_) => {
+                    problems.add(
+                        format!("{key}.forward_claims.{claim}"),
+                        format!("invalid header name {header:?}"),
+                    );
+                    None
+                }
+            },
+        )
+        .collect();
+    let location = match (&jwt.cookie, jwt.header.to_ascii_lowercase().as_str()) {
+        (Some(cookie), _) => KeyLocation::Cookie(cookie.clone()),
+        (None, "authorization") => KeyLocation::Bearer,
+        (None, header) => match HeaderName::try_from(header) {
+            Ok(name) => KeyLocation::Header(name),
+            Err(_) => {
+                problems.add(
+                    format!("{key}.header"),
+                    format!("invalid header name {header:?}"),
+                );
+                KeyLocation::Bearer
+            }
+        },
+    };
+    (problems.0.len() == before).then(|| JwtSettings {
+        name: name.to_owned(),
+        keys: keys.expect("checked above"),
+        issuer: jwt.issuer.clone(),
+        audience: jwt.audience.clone(),
+        algorithms,
+        leeway: jwt.leeway.0,
+        forward_claims,
+        forward_token: jwt.forward_token,
+        location,
+        jwks_cache: jwt.jwks_cache.0,
+        jwks_min_refresh: jwt.jwks_min_refresh.0,
+    })
+}
+
+/// Parses a PEM public key of whichever family it is.
+fn pem_key(pem: &[u8]) -> Option<DecodingKey> {
+    DecodingKey::from_rsa_pem(pem)
+        .or_else(|_| DecodingKey::from_ec_pem(pem))
+        .or_else(|_| DecodingKey::from_ed_pem(pem))
+        .ok()
+}
+
+fn api_key_settings(
+    name: &str,
+    config: &ApiKeysConfig,
+    problems: &mut Problems,
+) -> Option<ApiKeySettings> {
+    let key = format!("auth.api_keys.{name}");
+    let before = problems.0.len();
+    let location = match (&config.header, &config.query) {
+        (Some(_), Some(_)) => {
+            problems.add(&key, "set either `header` or `query`, not both");
+            KeyLocation::Query(String::new())
+        }
+        (None, Some(param)) => KeyLocation::Query(param.clone()),
+        (header, None) => match HeaderName::try_from(header.as_deref().unwrap_or("x-api-key")) {
+            Ok(name) => KeyLocation::Header(name),
+            Err(_) => {
+                problems.add(format!("{key}.header"), "invalid header name");
+                KeyLocation::Query(String::new())
+            }
+        },
+    };
+    let keys = config
+        .keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, entry)| match parse_digest(&entry.sha256) {
+            Some(digest) => Some(ApiKeyEntry {
+                id: entry.id.clone(),
+                digest,
+                scopes: entry.scopes.clone(),
+            }),
+            None => {
+                problems.add(
+                    format!("{key}.keys[{i}].sha256"),
+                    "not 64 hex digits (the SHA-256 of the key)",
+                );
+                None
+            }
+        })
+        .collect();
+    let redis_url = match (config.store, &config.redis_url) {
+        (KeyStoreKind::Redis, Some(url)) => Some(url.clone()),
+        (KeyStoreKind::Redis, None) => {
+            problems.add(
+                format!("{key}.redis_url"),
+                "required with store = \"redis\"",
+            );
+            None
+        }
+        (KeyStoreKind::Memory, Some(_)) => {
+            problems.add(
+                format!("{key}.redis_url"),
+                "only applies with store = \"redis\"",
+            );
+            None
+        }
+        (KeyStoreKind::Memory, None) => None,
+    };
+    (problems.0.len() == before).then(|| ApiKeySettings {
+        name: name.to_owned(),
+        location,
+        keys,
+        redis_url,
+    })
+}
+
+/// 64 hex digits into 32 bytes.
+pub fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn fault_settings(key: &str, fault: &super::FaultConfig, problems: &mut Problems) -> FaultSettings {

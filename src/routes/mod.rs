@@ -21,6 +21,7 @@ use axum::{
 use http::{HeaderValue, Method};
 
 use crate::{
+    auth::{Providers, RoutePolicy},
     config::{Plan, RouteAction, RoutePlan},
     error::Error,
     upstream::Upstream,
@@ -31,8 +32,12 @@ use crate::{
 pub struct MatchedRoute(pub Arc<str>);
 
 /// Builds the router of built-in endpoints and configured routes.
-pub fn router(plan: &Plan, upstreams: &BTreeMap<String, Upstream>) -> Router {
-    let table = Arc::new(RouteTable::new(plan, upstreams));
+pub fn router(
+    plan: &Plan,
+    upstreams: &BTreeMap<String, Upstream>,
+    providers: &Providers,
+) -> Router {
+    let table = Arc::new(RouteTable::new(plan, upstreams, providers));
     // `/ready` reports the upstreams that routes depend on.
     let mut routed: Vec<Upstream> = Vec::new();
     for route in &plan.routes {
@@ -60,6 +65,7 @@ struct PathRoutes {
 struct Route {
     template: MatchedRoute,
     methods: Option<Vec<Method>>,
+    auth: Option<RoutePolicy>,
     fault: Option<fault::Fault>,
     handler: Handler,
 }
@@ -83,7 +89,7 @@ impl Route {
 }
 
 impl RouteTable {
-    fn new(plan: &Plan, upstreams: &BTreeMap<String, Upstream>) -> Self {
+    fn new(plan: &Plan, upstreams: &BTreeMap<String, Upstream>, providers: &Providers) -> Self {
         let mut grouped: BTreeMap<&str, Vec<&RoutePlan>> = BTreeMap::new();
         for route in &plan.routes {
             grouped.entry(route.path.as_str()).or_default().push(route);
@@ -98,7 +104,7 @@ impl RouteTable {
             }
             let routes: Vec<Route> = plans
                 .into_iter()
-                .map(|plan| Route::new(plan, upstreams))
+                .map(|plan| Route::new(plan, upstreams, providers))
                 .collect();
             let allow = allow_header(&routes);
             paths.push(PathRoutes { routes, allow });
@@ -108,7 +114,11 @@ impl RouteTable {
 }
 
 impl Route {
-    fn new(plan: &RoutePlan, upstreams: &BTreeMap<String, Upstream>) -> Self {
+    fn new(
+        plan: &RoutePlan,
+        upstreams: &BTreeMap<String, Upstream>,
+        providers: &Providers,
+    ) -> Self {
         let handler = match &plan.action {
             RouteAction::Mock(response) => Handler::Mock(mock::MockRoute::new(response)),
             RouteAction::Proxy { upstream, target } => Handler::Proxy(proxy::ProxyRoute {
@@ -121,6 +131,7 @@ impl Route {
             template: MatchedRoute(plan.path.as_str().into()),
             methods: plan.methods.clone(),
             fault: plan.fault.as_ref().map(fault::Fault::new),
+            auth: providers.policy(&plan.path, &plan.auth, &plan.scopes),
             handler,
         }
     }
@@ -153,17 +164,24 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) ->
         }
         .into_response();
     };
+    // Computed before the request is handed on, while the matched params borrow its path.
+    let target = match &route.handler {
+        Handler::Proxy(proxy) => proxy.target_path(path, &found.params),
+        Handler::Mock(_) => String::new(),
+    };
+    request.extensions_mut().insert(route.template.clone());
+    if let Some(policy) = &route.auth {
+        if let Err(error) = policy.authorize(&mut request).await {
+            return error.into_response();
+        }
+    }
     if let Some(fault) = &route.fault {
         if let Some(response) = fault.inject(&route.template.0).await {
             return response;
         }
     }
     match &route.handler {
+        Handler::Proxy(proxy) => proxy.forward(request, &target).await,
         Handler::Mock(mock) => mock.response(),
-        Handler::Proxy(proxy) => {
-            let target = proxy.target_path(path, &found.params);
-            request.extensions_mut().insert(route.template.clone());
-            proxy.forward(request, &target).await
-        }
     }
 }
