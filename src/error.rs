@@ -339,6 +339,17 @@ impl IntoResponse for Error {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            Error::Unauthorized { challenge, .. } | Error::Forbidden { challenge, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            Error::AuthUnavailable { retry_after } => {
+                let seconds = retry_after.as_secs().max(1);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
             _ => {}
         }
         response.extensions_mut().insert(self.problem());
@@ -396,6 +407,17 @@ mod tests {
             },
             Error::FaultInjected {
                 status: StatusCode::IM_A_TEAPOT,
+            },
+            Error::Unauthorized {
+                reason: crate::auth::Reason::Expired,
+                challenge: HeaderValue::from_static("Bearer"),
+            },
+            Error::Forbidden {
+                missing: "a".into(),
+                challenge: HeaderValue::from_static("Bearer"),
+            },
+            Error::AuthUnavailable {
+                retry_after: Duration::from_secs(30),
             },
             Error::Internal("x".into()),
         ];

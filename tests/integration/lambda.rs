@@ -187,6 +187,10 @@ struct Function {
 
 impl Function {
     async fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[]).await
+    }
+
+    async fn start_with_env(config: &str, envs: &[(&str, &str)]) -> Self {
         let api = RuntimeApi::start().await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxyfn.toml");
@@ -200,6 +204,7 @@ impl Function {
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/21/[$LATEST]test")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/proxyfn")
             .env("PROXYFN_CONFIG", &path)
+            .envs(envs.iter().copied())
             .env_remove("PORT")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -924,4 +929,73 @@ async fn in_lambda_a_keyed_post_is_retried_with_its_body() {
     let seen = upstream.requests();
     assert_eq!(seen.len(), 2);
     assert!(seen.iter().all(|r| r.body.as_ref() == b"payload"));
+}
+
+#[tokio::test]
+async fn auth_works_the_same_in_lambda() {
+    use crate::tokens::{Signer, claims, now};
+    const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+    let upstream = Upstream::echo().await;
+    let config = format!(
+        "[upstreams.backend]\nurl = \"{}\"\n[auth.jwt.main]\nsecret_env = \"TEST_JWT_SECRET\"\nalgorithms = [\"HS256\"]\n\
+         forward_claims = {{ sub = \"x-user-id\" }}\n\
+         [[routes]]\npath = \"/{{*rest}}\"\nupstream = \"backend\"\nauth = [\"jwt:main\"]\nscopes = [\"orders:read\"]\n",
+        upstream.url()
+    );
+    let function = Function::start_with_env(&config, &[("TEST_JWT_SECRET", SECRET)]).await;
+    let signer = Signer::hmac(SECRET.as_bytes());
+    let bearer = |token: String| json!({ "authorization": format!("Bearer {token}"), "x-user-id": "spoofed" });
+
+    let event = http_api_event(
+        "GET",
+        "/orders",
+        "",
+        "$default",
+        bearer(signer.sign(&claims("lambda-user"))),
+        &[],
+        None,
+    );
+    let response = function.api.respond(event).await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(upstream.last().headers["x-user-id"], "lambda-user");
+
+    let response = function
+        .api
+        .respond(rest_event("GET", "/orders", "prod", json!({}), &[], None))
+        .await;
+    assert_eq!(response["statusCode"], 401, "{response}");
+    assert_eq!(
+        header_values(&response["multiValueHeaders"], "www-authenticate"),
+        ["Bearer realm=\"proxyfn\""]
+    );
+
+    let mut expired = claims("lambda-user");
+    expired["exp"] = json!(now() - 120);
+    let event = http_api_event(
+        "GET",
+        "/orders",
+        "",
+        "$default",
+        bearer(signer.sign(&expired)),
+        &[],
+        None,
+    );
+    let response = function.api.respond(event).await;
+    assert_eq!(response["statusCode"], 401);
+    let problem: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(problem["detail"], "The token has expired.");
+
+    let mut narrow = claims("lambda-user");
+    narrow["scope"] = json!("profile");
+    let event = http_api_event(
+        "GET",
+        "/orders",
+        "",
+        "$default",
+        bearer(signer.sign(&narrow)),
+        &[],
+        None,
+    );
+    assert_eq!(function.api.respond(event).await["statusCode"], 403);
+    assert_eq!(upstream.requests().len(), 1);
 }

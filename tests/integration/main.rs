@@ -2,7 +2,10 @@
 //! command line and for Lambda (driven through a local Lambda Runtime API).
 
 mod helpers;
+mod redis_server;
+mod tokens;
 
+mod auth;
 mod cli;
 mod lambda;
 mod limits;

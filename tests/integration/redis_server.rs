@@ -1,0 +1,67 @@
+//! A real `redis-server` on a free port, started for the test and stopped with it.
+//! `scripts/test` installs redis-server when it is missing.
+
+#![allow(dead_code)]
+
+use std::{process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::helpers::closed_port;
+
+pub struct RedisServer {
+    pub port: u16,
+    child: tokio::process::Child,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let port = closed_port().await;
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        let server = Self { port, child };
+        for _ in 0..200 {
+            if server.ping().await {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not answer PING on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        if stream.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut reply = [0u8; 7];
+        matches!(stream.read_exact(&mut reply).await, Ok(_) if &reply == b"+PONG\r\n")
+    }
+
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
