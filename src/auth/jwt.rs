@@ -144,15 +144,23 @@ impl JwtProvider {
         Ok(token)
     }
 
+    /// Verifies `token`, answering from the verified-token cache when it can.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, Failure> {
-        let now = unix_now();
         let fingerprint = digest(token.as_bytes());
         if let Some((claims, exp)) = self.lock().get(&fingerprint) {
-            if *exp > now {
+            if *exp > unix_now() {
                 return Ok(claims.clone());
             }
         }
+        let claims = self.verify_uncached(token).await?;
+        if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
+            self.remember(fingerprint, claims.clone(), exp);
+        }
+        Ok(claims)
+    }
 
+    /// Full verification: algorithm, issuer, key, signature and claims.
+    pub async fn verify_uncached(&self, token: &str) -> Result<Arc<Claims>, Failure> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| Failure::Rejected(Reason::Malformed))?;
         let validation = self
@@ -173,11 +181,7 @@ impl JwtProvider {
         };
         let data = jsonwebtoken::decode::<Claims>(token, &key, validation)
             .map_err(|e| Failure::Rejected(reason(e.kind())))?;
-        let claims = Arc::new(data.claims);
-        if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
-            self.remember(fingerprint, claims.clone(), exp);
-        }
-        Ok(claims)
+        Ok(Arc::new(data.claims))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VerifiedCache> {

@@ -3,6 +3,7 @@
 
 mod helpers;
 mod redis_server;
+mod signer;
 mod tokens;
 
 mod auth;
