@@ -605,3 +605,40 @@ fn base64url(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
+
+#[tokio::test]
+async fn a_token_can_come_from_a_cookie() {
+    let rsa = Signer::rsa("rsa-1");
+    let jwks = JwksServer::start(&[&rsa], 300).await;
+    let upstream = Upstream::echo().await;
+    let gateway = Gateway::start(&jwks_config(&upstream, &jwks, "cookie = \"session\"", "")).await;
+    let token = rsa.sign(&claims("cookie-user"));
+
+    let response = client()
+        .get(gateway.url("/orders"))
+        .header("cookie", format!("theme=dark; session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(upstream.last().headers["x-user-id"], "cookie-user");
+
+    let response = client()
+        .get(gateway.url("/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "with cookie set, the Authorization header is not read"
+    );
+    let response = client()
+        .get(gateway.url("/orders"))
+        .header("cookie", format!("session={token}; session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "two session cookies are two tokens");
+}
