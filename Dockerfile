@@ -7,13 +7,16 @@ WORKDIR /src
 # Dependencies first, in their own layer: a stub crate with the real manifest and lock file,
 # so editing src/ does not rebuild every dependency.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+# (Cargo checks that every declared target exists, so the benchmark gets a stub too.)
+RUN mkdir src benches \
     && echo 'fn main() {}' > src/main.rs \
+    && echo 'fn main() {}' > benches/auth.rs \
     && touch src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src target/release/proxyfn* target/release/deps/proxyfn* target/release/deps/libproxyfn* target/release/.fingerprint/proxyfn-*
 
 COPY src ./src
+COPY benches ./benches
 RUN cargo build --release --locked
 
 # distroless/cc: glibc and libgcc only, no shell; the nonroot tag runs as uid 65532.

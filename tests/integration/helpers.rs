@@ -167,6 +167,18 @@ impl Gateway {
             .as_u16()
     }
 
+    /// The body of a GET to `path`, as text.
+    pub async fn text(&self, path: &str) -> String {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Starts graceful shutdown and returns the server task to await.
     pub fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
         if let Some(tx) = self.shutdown.take() {

@@ -221,6 +221,14 @@ impl Function {
 
 // ---- events in the documented shapes ----
 
+/// `multiValueHeaders` as REST APIs and multi-value ALB target groups send them.
+fn multi_value_headers(headers: &[(&str, &[&str])]) -> serde_json::Map<String, Value> {
+    headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect()
+}
+
 /// API Gateway REST API, payload format 1.0 (`path` excludes the stage).
 fn rest_event(
     method: &str,
@@ -230,10 +238,7 @@ fn rest_event(
     headers: &[(&str, &[&str])],
     body: Option<(&str, bool)>,
 ) -> Value {
-    let multi_headers: serde_json::Map<String, Value> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), json!(v)))
-        .collect();
+    let multi_headers = multi_value_headers(headers);
     let single_headers: serde_json::Map<String, Value> = headers
         .iter()
         .map(|(k, v)| ((*k).to_owned(), json!(v.last().unwrap())))
@@ -338,10 +343,7 @@ fn alb_event(
     headers: &[(&str, &[&str])],
     body: Option<(&str, bool)>,
 ) -> Value {
-    let multi_headers: serde_json::Map<String, Value> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), json!(v)))
-        .collect();
+    let multi_headers = multi_value_headers(headers);
     json!({
         "requestContext": { "elb": { "targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/proxyfn/6d0ecf831eec9f09" } },
         "httpMethod": method,

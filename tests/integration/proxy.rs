@@ -427,17 +427,7 @@ async fn one_path_can_send_different_methods_to_different_targets() {
     );
     let gateway = Gateway::start(&config).await;
 
-    assert_eq!(
-        client()
-            .get(gateway.url("/orders"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "cached list"
-    );
+    assert_eq!(gateway.text("/orders").await, "cached list");
     let response = client()
         .post(gateway.url("/orders"))
         .body("new")
@@ -458,17 +448,7 @@ async fn one_path_can_send_different_methods_to_different_targets() {
 async fn the_root_path_is_routable() {
     let gateway =
         Gateway::start("[[routes]]\npath = \"/\"\nresponse = { body = \"root\" }\n").await;
-    assert_eq!(
-        client()
-            .get(gateway.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "root"
-    );
+    assert_eq!(gateway.text("/").await, "root");
 }
 
 #[tokio::test]
