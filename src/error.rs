@@ -240,17 +240,14 @@ impl Error {
 
     /// Logs the internal cause at a level that fits it (client-side errors are not logged).
     pub(crate) fn log(&self) {
-        use std::error::Error as _;
         match self {
             Error::Internal(cause) => tracing::error!(error = %cause, "internal error"),
             Error::UpstreamUnavailable { upstream, source } => {
-                let mut cause = String::new();
-                let mut next = source.source();
-                while let Some(e) = next {
-                    cause.push_str(if cause.is_empty() { "" } else { ": " });
-                    cause.push_str(&e.to_string());
-                    next = e.source();
-                }
+                let cause = causes(source)
+                    .skip(1)
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": ");
                 tracing::warn!(%upstream, error = %source, %cause, "upstream unreachable");
             }
             Error::UpstreamTimeout { upstream } => tracing::warn!(%upstream, "upstream timed out"),
@@ -270,6 +267,20 @@ impl Error {
             _ => {}
         }
     }
+}
+
+/// `error` and its sources, outermost first.
+pub fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
+}
+
+/// Whether `error`, or anything in its source chain, is a `T`.
+pub fn caused_by<T: std::error::Error + 'static>(
+    error: &(dyn std::error::Error + 'static),
+) -> bool {
+    causes(error).any(|e| e.is::<T>())
 }
 
 /// Problem type URIs (RFC 9457 §3.1.1): stable identifiers clients may switch on.

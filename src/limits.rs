@@ -159,12 +159,5 @@ where
 
 /// True when `error`, or anything in its source chain, is the body limit being crossed.
 pub fn is_body_limit_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+    crate::error::caused_by::<http_body_util::LengthLimitError>(error)
 }

@@ -39,7 +39,7 @@ pub use breaker::BreakerState;
 
 use crate::{
     config::{ConfigError, HealthCheckSettings, UpstreamSettings},
-    error::Error,
+    error::{Error, caused_by},
     limits::{BodyLimit, Deadline, is_body_limit_error},
     runtime::ClientInfo,
 };
@@ -341,8 +341,9 @@ impl Upstream {
         if is_body_limit_error(&error) {
             return Error::PayloadTooLarge { limit: body_limit };
         }
+        // The client's own body stream failed (an aborted upload): its fault, not the upstream's.
         if error.is_body()
-            || (error.is_request() && !error.is_connect() && request_body_failed(&error))
+            || (error.is_request() && !error.is_connect() && caused_by::<axum::Error>(&error))
         {
             return Error::BadRequestBody(Box::new(error));
         }
@@ -452,18 +453,6 @@ fn known_length(body: &OutboundBody) -> Option<u64> {
         OutboundBody::Stream(Some(body)) => body.size_hint().exact(),
         _ => None,
     }
-}
-
-/// Whether the client's body stream, not the upstream, failed (aborted upload).
-fn request_body_failed(error: &reqwest::Error) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if e.is::<axum::Error>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
 }
 
 #[derive(Debug, Serialize)]
