@@ -146,15 +146,21 @@ impl Providers {
         let providers: Vec<Provider> = refs
             .iter()
             .map(|r| match r {
-                ProviderRef::Jwt(name) => Provider::Jwt(self.jwt[name].clone()),
-                ProviderRef::ApiKey(name) => Provider::ApiKey(self.api_keys[name].clone()),
+                ProviderRef::Jwt(name) => Provider {
+                    label: format!("jwt:{name}").into(),
+                    kind: Kind::Jwt(self.jwt[name].clone()),
+                },
+                ProviderRef::ApiKey(name) => Provider {
+                    label: format!("api_key:{name}").into(),
+                    kind: Kind::ApiKey(self.api_keys[name].clone()),
+                },
             })
             .collect();
         let mut spoofable: Vec<HeaderName> = providers
             .iter()
-            .filter_map(|p| match p {
-                Provider::Jwt(jwt) => Some(jwt.forward_claims.iter().map(|(_, h)| h.clone())),
-                Provider::ApiKey(_) => None,
+            .filter_map(|p| match &p.kind {
+                Kind::Jwt(jwt) => Some(jwt.forward_claims.iter().map(|(_, h)| h.clone())),
+                Kind::ApiKey(_) => None,
             })
             .flatten()
             .collect();
@@ -162,7 +168,7 @@ impl Providers {
         spoofable.dedup();
         let bearer = providers
             .iter()
-            .any(|p| matches!(p, Provider::Jwt(j) if j.location == KeyLocation::Bearer));
+            .any(|p| matches!(&p.kind, Kind::Jwt(j) if j.location == KeyLocation::Bearer));
         Some(RoutePolicy {
             route: route.into(),
             providers,
@@ -173,18 +179,15 @@ impl Providers {
     }
 }
 
-enum Provider {
-    Jwt(Arc<JwtProvider>),
-    ApiKey(Arc<ApiKeyProvider>),
+/// A provider as a route names it; the label (`jwt:NAME`) is built once, not per request.
+struct Provider {
+    label: Arc<str>,
+    kind: Kind,
 }
 
-impl Provider {
-    fn label(&self) -> String {
-        match self {
-            Provider::Jwt(p) => format!("jwt:{}", p.name),
-            Provider::ApiKey(p) => format!("api_key:{}", p.name),
-        }
-    }
+enum Kind {
+    Jwt(Arc<JwtProvider>),
+    ApiKey(Arc<ApiKeyProvider>),
 }
 
 /// One route's authentication and authorization.
@@ -208,21 +211,21 @@ impl RoutePolicy {
         let mut refusal: Option<Reason> = None;
         let mut unavailable: Option<Duration> = None;
         for provider in &self.providers {
-            let verdict = match provider {
-                Provider::Jwt(jwt) => jwt.authenticate(request.headers()).await,
-                Provider::ApiKey(keys) => keys.authenticate(request.headers(), request.uri()).await,
+            let verdict = match &provider.kind {
+                Kind::Jwt(jwt) => jwt.authenticate(request.headers()).await,
+                Kind::ApiKey(keys) => keys.authenticate(request.headers(), request.uri()).await,
             };
             match verdict {
                 Ok(authenticated) => return self.admit(request, provider, authenticated),
                 Err(Failure::Rejected(reason)) => {
-                    self.audit(&provider.label(), "", "deny", reason.code());
+                    self.audit(&provider.label, "", "deny", reason.code());
                     // The most telling reason wins: anything beats "missing".
                     if refusal.is_none_or(|r| r == Reason::Missing) {
                         refusal = Some(reason);
                     }
                 }
                 Err(Failure::Unavailable { retry_after }) => {
-                    self.audit(&provider.label(), "", "unavailable", "provider_unavailable");
+                    self.audit(&provider.label, "", "unavailable", "provider_unavailable");
                     unavailable = Some(retry_after);
                 }
             }
@@ -243,7 +246,7 @@ impl RoutePolicy {
         provider: &Provider,
         authenticated: Authenticated,
     ) -> Result<(), Error> {
-        let label = provider.label();
+        let label = &provider.label;
         let missing: Vec<&str> = self
             .scopes
             .iter()
@@ -251,7 +254,7 @@ impl RoutePolicy {
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
-            self.audit(&label, &authenticated.id, "deny", "insufficient_scope");
+            self.audit(label, &authenticated.id, "deny", "insufficient_scope");
             let wanted = self.scopes.join(" ");
             let challenge = HeaderValue::try_from(format!(
                 r#"{} realm="proxyfn", error="insufficient_scope", scope="{wanted}""#,
@@ -265,7 +268,7 @@ impl RoutePolicy {
                 challenge,
             });
         }
-        self.audit(&label, &authenticated.id, "allow", "ok");
+        self.audit(label, &authenticated.id, "allow", "ok");
         let headers = request.headers_mut();
         if let Some(name) = &authenticated.strip {
             headers.remove(name);
@@ -274,7 +277,7 @@ impl RoutePolicy {
             headers.insert(name, value);
         }
         request.extensions_mut().insert(Principal {
-            provider: label.into(),
+            provider: label.clone(),
             id: authenticated.id,
             scopes: authenticated.scopes,
         });
