@@ -36,7 +36,6 @@ enum Keys {
 }
 
 pub struct JwtProvider {
-    pub name: Arc<str>,
     keys: Keys,
     issuer: Option<String>,
     /// One validation per allowed algorithm, built once.
@@ -81,7 +80,6 @@ impl JwtProvider {
             )),
         };
         Self {
-            name: settings.name.as_str().into(),
             keys,
             issuer: settings.issuer.clone(),
             validations,
