@@ -737,6 +737,13 @@ fn jwt_settings(name: &str, jwt: &JwtConfig, problems: &mut Problems) -> Option<
             }
         }
     }
+    // Zero would let every unknown `kid` refetch the key set: the flood protection, off.
+    if jwt.jwks_min_refresh.0.is_zero() {
+        problems.add(
+            format!("{key}.jwks_min_refresh"),
+            "must be greater than zero",
+        );
+    }
     let forward_claims = jwt
         .forward_claims
         .iter()
@@ -1271,6 +1278,17 @@ mod tests {
         assert!(
             matcher.at("/files/").is_err(),
             "documented in docs/configuration.md"
+        );
+    }
+
+    #[test]
+    fn a_zero_jwks_min_refresh_is_rejected() {
+        let found = problems(
+            "[auth.jwt.main]\njwks_url = \"https://idp.test/jwks.json\"\nalgorithms = [\"RS256\"]\njwks_min_refresh = \"0s\"\n",
+        );
+        assert_eq!(
+            found,
+            vec!["auth.jwt.main.jwks_min_refresh: must be greater than zero"]
         );
     }
 
