@@ -63,6 +63,14 @@ pub enum Error {
     },
     #[error("the identity provider is unavailable")]
     AuthUnavailable { retry_after: Duration },
+    #[error("rate limit exceeded")]
+    RateLimited {
+        retry_after: Duration,
+        /// `RateLimit-Policy` and `RateLimit` for the refused request.
+        headers: Box<http::HeaderMap>,
+    },
+    #[error("the rate-limit store is unavailable")]
+    RateLimitUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -128,7 +136,10 @@ impl Error {
             Error::FaultInjected { status } => *status,
             Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Error::AuthUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::AuthUnavailable { .. } | Error::RateLimitUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -224,6 +235,19 @@ impl Error {
                 "Service Unavailable",
                 "Credentials cannot be verified right now; retry shortly.".to_owned(),
             ),
+            Error::RateLimited { retry_after, .. } => (
+                "rate-limited",
+                "Too Many Requests",
+                format!(
+                    "This client has exceeded the route's rate limit; retry in {} s.",
+                    retry_after_seconds(*retry_after)
+                ),
+            ),
+            Error::RateLimitUnavailable => (
+                "rate-limit-unavailable",
+                "Service Unavailable",
+                "Rate limits cannot be checked right now; retry shortly.".to_owned(),
+            ),
             Error::Internal(_) => (
                 "internal",
                 "Internal Server Error",
@@ -269,6 +293,12 @@ impl Error {
     }
 }
 
+/// Whole seconds for `Retry-After` (RFC 9110 §10.2.3), rounded up and at least 1, so a
+/// client that waits as told is not refused again.
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// `error` and its sources, outermost first.
 pub fn causes<'a>(
     error: &'a (dyn std::error::Error + 'static),
@@ -311,6 +341,8 @@ fn problem_type(slug: &'static str) -> &'static str {
         "unauthorized",
         "insufficient-scope",
         "auth-unavailable",
+        "rate-limited",
+        "rate-limit-unavailable",
         "internal"
     )
 }
@@ -340,12 +372,28 @@ impl IntoResponse for Error {
             }
             // RFC 9110 §10.2.3: tell clients when trying again makes sense.
             Error::CircuitOpen { retry_after, .. } => {
-                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_seconds(*retry_after)),
+                );
             }
-            Error::Overloaded { .. } | Error::NoHealthyTarget { .. } => {
+            Error::RateLimited {
+                retry_after,
+                headers,
+            } => {
+                response.headers_mut().extend(
+                    headers
+                        .iter()
+                        .map(|(name, value)| (name.clone(), value.clone())),
+                );
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_seconds(*retry_after)),
+                );
+            }
+            Error::Overloaded { .. }
+            | Error::NoHealthyTarget { .. }
+            | Error::RateLimitUnavailable => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -430,6 +478,11 @@ mod tests {
             Error::AuthUnavailable {
                 retry_after: Duration::from_secs(30),
             },
+            Error::RateLimited {
+                retry_after: Duration::from_millis(1200),
+                headers: Default::default(),
+            },
+            Error::RateLimitUnavailable,
             Error::Internal("x".into()),
         ];
         for error in errors {

@@ -7,8 +7,8 @@
 //! 2. panics become 500 problems, never a dead runtime;
 //! 3. limits: header section (431), body (413), whole-request deadline (504);
 //! 4. path normalization (400 for ambiguous paths);
-//! 5. routing: built-in endpoints, then configured routes: authentication and scopes, fault
-//!    injection, then the mock or proxy handler.
+//! 5. routing: built-in endpoints, then configured routes: authentication and scopes, rate
+//!    limits, fault injection, then the mock or proxy handler.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), proxyfn::ConfigError> {
@@ -29,6 +29,8 @@ pub mod docs;
 pub mod error;
 pub mod limits;
 pub mod observability;
+pub mod ratelimit;
+mod redis_conn;
 pub mod routes;
 pub mod runtime;
 pub mod upstream;
@@ -66,7 +68,11 @@ impl App {
             .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings)?)))
             .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
         let providers = auth::Providers::new(&plan.auth, &internal_client()?);
-        let router = wrap(routes::router(&plan, &upstreams, &providers), &plan.server);
+        let limiter = ratelimit::RateLimiter::new(&plan.rate_limit)?;
+        let router = wrap(
+            routes::router(&plan, &upstreams, &providers, &limiter),
+            &plan.server,
+        );
         Ok(Self {
             plan,
             router,

@@ -1,4 +1,5 @@
-//! The `proxyfn` command: `serve` (default; what Lambda's `bootstrap` runs), `check`, `openapi`.
+//! The `proxyfn` command: `serve` (default; what Lambda's `bootstrap` runs), `check`, `openapi`,
+//! and the Redis administration commands `keys` and `limits`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -6,8 +7,12 @@ use clap::{Parser, Subcommand};
 use proxyfn::{
     App, ConfigError, Plan,
     auth::api_keys::{RedisKeys, StoredKey, generate_key},
-    config,
+    config::{self, LimitKey, RateLimitStore},
     observability::init_logging,
+    ratelimit::{
+        gcra::Quota,
+        redis::{RedisStore, state_key},
+    },
     runtime::{self, lambda, server},
 };
 
@@ -36,6 +41,34 @@ enum Command {
     /// Manage API keys kept in Redis (providers with store = "redis")
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Per-key rate-limit overrides kept in Redis ([rate_limit] store = "redis")
+    #[command(subcommand)]
+    Limits(LimitsCommand),
+}
+
+/// KEY is the value a policy counts by: a user or API key id, `ip:ADDRESS`, a header's
+/// value, or `global`.
+#[derive(Subcommand)]
+enum LimitsCommand {
+    /// Give KEY its own quota under POLICY, from the next request on
+    Set {
+        /// The policy, as in [rate_limits.POLICY]
+        policy: String,
+        key: String,
+        /// Requests per period
+        #[arg(long)]
+        limit: u32,
+        /// The period, e.g. "1m"
+        #[arg(long, value_parser = humantime::parse_duration)]
+        per: std::time::Duration,
+        /// Requests allowed at once [default: the limit]
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// Show KEY's override under POLICY
+    Get { policy: String, key: String },
+    /// Remove KEY's override; its count starts afresh under the configured quota
+    Clear { policy: String, key: String },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +137,10 @@ fn main() -> ExitCode {
             Ok(plan) => keys(&plan, command),
             Err(error) => config_failure(&error, false),
         },
+        Command::Limits(command) => match Plan::new(&config) {
+            Ok(plan) => limits(&plan, command),
+            Err(error) => config_failure(&error, false),
+        },
     }
 }
 
@@ -111,29 +148,19 @@ fn keys(plan: &Plan, command: KeysCommand) -> ExitCode {
     let provider = match &command {
         KeysCommand::Add { provider, .. }
         | KeysCommand::Revoke { provider, .. }
-        | KeysCommand::List { provider } => provider,
+        | KeysCommand::List { provider } => provider.clone(),
     };
     let Some(redis_url) = plan
         .auth
         .api_keys
-        .get(provider)
+        .get(&provider)
         .and_then(|p| p.redis_url.as_ref())
     else {
         eprintln!("proxyfn: auth.api_keys.{provider} is not configured with store = \"redis\"");
         return ExitCode::from(CONFIG_INVALID);
     };
-    let store = RedisKeys::new(redis_url, provider);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("proxyfn: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result: Result<(), String> = runtime.block_on(async {
+    admin(async {
+        let store = RedisKeys::new(redis_url, &provider);
         match command {
             KeysCommand::Add {
                 id, scopes, key, ..
@@ -172,8 +199,105 @@ fn keys(plan: &Plan, command: KeysCommand) -> ExitCode {
                 Ok(())
             }
         }
-    });
-    match result {
+    })
+}
+
+fn limits(plan: &Plan, command: LimitsCommand) -> ExitCode {
+    let policy_name = match &command {
+        LimitsCommand::Set { policy, .. }
+        | LimitsCommand::Get { policy, .. }
+        | LimitsCommand::Clear { policy, .. } => policy.clone(),
+    };
+    let RateLimitStore::Redis { url } = &plan.rate_limit.store else {
+        eprintln!("proxyfn: overrides live in Redis; set [rate_limit] store = \"redis\"");
+        return ExitCode::from(CONFIG_INVALID);
+    };
+    let Some(policy) = plan.rate_limit.policies.get(&policy_name) else {
+        eprintln!("proxyfn: no policy [rate_limits.{policy_name}] in the configuration");
+        return ExitCode::from(CONFIG_INVALID);
+    };
+    let sensitive = matches!(policy.key, LimitKey::Header(_));
+    admin(async {
+        let store = RedisStore::new(url)?;
+        let redis_error = |e: redis::RedisError| e.to_string();
+        match command {
+            LimitsCommand::Set {
+                key,
+                limit,
+                per,
+                burst,
+                ..
+            } => {
+                let quota = Quota {
+                    limit,
+                    period_us: u64::try_from(per.as_micros()).unwrap_or(u64::MAX),
+                    burst: burst.unwrap_or(limit),
+                };
+                if quota.limit == 0 || quota.burst == 0 || quota.period_us < u64::from(limit) {
+                    return Err(
+                        "limit and burst must be at least 1, and per at least 1µs per request"
+                            .into(),
+                    );
+                }
+                let state = state_key(&policy_name, &key, sensitive);
+                store
+                    .set_override(&state, quota)
+                    .await
+                    .map_err(redis_error)?;
+                println!("{policy_name} {key}: {}", describe(quota));
+            }
+            LimitsCommand::Get { key, .. } => {
+                let state = state_key(&policy_name, &key, sensitive);
+                match store.get_override(&state).await.map_err(redis_error)? {
+                    Some(quota) => println!("{policy_name} {key}: {} (override)", describe(quota)),
+                    None => println!(
+                        "{policy_name} {key}: {} per {} (burst {}), as configured",
+                        policy.limit,
+                        humantime::format_duration(policy.per),
+                        policy.burst
+                    ),
+                }
+            }
+            LimitsCommand::Clear { key, .. } => {
+                let state = state_key(&policy_name, &key, sensitive);
+                if store.clear_override(&state).await.map_err(redis_error)? {
+                    println!("{policy_name} {key}: override removed");
+                } else {
+                    println!("{policy_name} {key}: had no override");
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn describe(quota: Quota) -> String {
+    format!(
+        "{} per {} (burst {})",
+        quota.limit,
+        humantime::format_duration(std::time::Duration::from_micros(quota.period_us)),
+        quota.burst
+    )
+}
+
+/// Runs an administrative command against Redis; errors are printed, status 1.
+fn admin(work: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("proxyfn: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bounded = async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), work)
+            .await
+            .unwrap_or_else(|_| Err("Redis did not answer within 10s".into()))
+    };
+    match runtime.block_on(bounded) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("proxyfn: {error}");

@@ -9,7 +9,6 @@ use std::time::Duration;
 use http::{HeaderMap, Uri};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 
 use super::{Authenticated, Failure, Reason, digest, hex, single_value};
 use crate::config::{ApiKeyEntry, ApiKeySettings, KeyLocation};
@@ -131,36 +130,25 @@ fn percent_decode(text: &str) -> Option<String> {
 
 /// Keys in Redis: hash `proxyfn:api_keys:{NAME}`, field = hex SHA-256 of the key.
 pub struct RedisKeys {
-    client: Result<redis::Client, String>,
+    connection: Result<redis::aio::ConnectionManager, String>,
     hash: String,
-    connection: OnceCell<redis::aio::ConnectionManager>,
 }
 
 impl RedisKeys {
+    /// Must be called inside the Tokio runtime; connects on first use.
     pub fn new(url: &str, provider: &str) -> Self {
         Self {
-            client: redis::Client::open(url).map_err(|e| e.to_string()),
+            connection: crate::redis_conn::connect_lazily(url),
             hash: format!("proxyfn:api_keys:{{{provider}}}"),
-            connection: OnceCell::new(),
         }
     }
 
-    /// Connects on first use, so start-up never waits on Redis; reconnects by itself.
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
-        let client = self.client.as_ref().map_err(Clone::clone)?;
-        let connection = tokio::time::timeout(
-            REDIS_TIMEOUT,
-            self.connection
-                .get_or_try_init(|| redis::aio::ConnectionManager::new(client.clone())),
-        )
-        .await
-        .map_err(|_| "timed out connecting to Redis".to_owned())?
-        .map_err(|e| e.to_string())?;
-        Ok(connection.clone())
+    fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
+        self.connection.clone()
     }
 
     async fn lookup(&self, digest: &[u8; 32]) -> Result<Option<StoredKey>, String> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.connection()?;
         let raw: Option<String> =
             tokio::time::timeout(REDIS_TIMEOUT, connection.hget(&self.hash, hex(digest)))
                 .await
@@ -172,7 +160,7 @@ impl RedisKeys {
 
     /// Stores `key` (never itself, only its digest) for `id`.
     pub async fn add(&self, key: &str, stored: &StoredKey) -> Result<(), String> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.connection()?;
         let json = serde_json::to_string(stored).map_err(|e| e.to_string())?;
         connection
             .hset::<_, _, _, ()>(&self.hash, hex(&digest(key.as_bytes())), json)
@@ -182,7 +170,7 @@ impl RedisKeys {
 
     /// Removes every key of `id`; returns how many.
     pub async fn revoke(&self, id: &str) -> Result<usize, String> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.connection()?;
         let digests: Vec<String> = self
             .list()
             .await?
@@ -201,7 +189,7 @@ impl RedisKeys {
 
     /// (hex digest, key) pairs.
     pub async fn list(&self) -> Result<Vec<(String, StoredKey)>, String> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.connection()?;
         let all: Vec<(String, String)> = connection
             .hgetall(&self.hash)
             .await

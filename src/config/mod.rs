@@ -6,6 +6,7 @@
 
 mod load;
 mod plan;
+mod rate_limit;
 mod units;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ pub use plan::{
     RetrySettings, RouteAction, RoutePlan, ServerSettings, TargetPath, TemplatePart,
     UpstreamSettings, parse_digest,
 };
+pub use rate_limit::{LimitKey, PolicySettings, RateLimitSettings, RateLimitStore};
 pub use units::{ByteSize, HumanDuration};
 
 /// The whole configuration file.
@@ -28,7 +30,83 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub rate_limits: BTreeMap<String, RateLimitPolicyConfig>,
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[rate_limit]`: where rate-limit state lives, shared by every policy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// `memory` (per instance, the default) or `redis` (shared by every instance).
+    pub store: RateLimitStoreKind,
+    pub redis_url: Option<String>,
+    /// What a check does when Redis fails or is slower than `timeout`.
+    pub on_store_error: OnStoreError,
+    /// Bound on one Redis check.
+    pub timeout: HumanDuration,
+    /// Keys the in-memory store tracks per policy before new keys share one bucket.
+    pub max_keys: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            store: RateLimitStoreKind::Memory,
+            redis_url: None,
+            on_store_error: OnStoreError::Local,
+            timeout: millis(50),
+            max_keys: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitStoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// `on_store_error`: fail open, fail closed (503), or limit per instance meanwhile.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    Allow,
+    Deny,
+    #[default]
+    Local,
+}
+
+/// `[rate_limits.NAME]`: `limit` requests per `per` for each `key`, up to `burst` at once.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicyConfig {
+    /// `ip`, `user`, `api_key`, `header:NAME` or `global`.
+    pub key: String,
+    pub limit: u32,
+    pub per: HumanDuration,
+    /// Requests allowed at once after an idle period; defaults to `limit`.
+    pub burst: Option<u32>,
+}
+
+/// One name or a list of names: `rate_limit = "a"` or `rate_limit = ["a", "b"]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(name) => std::slice::from_ref(name),
+            OneOrMany::Many(names) => names,
+        }
+    }
 }
 
 /// `[auth]`: identity providers that routes name in `auth = ["jwt:NAME", "api_key:NAME"]`.
@@ -299,6 +377,8 @@ pub struct RouteConfig {
     /// Scopes the principal must all hold.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// `[rate_limits.NAME]` policies the request must pass, all of them.
+    pub rate_limit: Option<OneOrMany>,
 }
 
 /// `fault = { delay, delay_percent, abort_status, abort_percent }`

@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::{
     ApiKeysConfig, Config, ConfigError, ConfigProblem, JwtConfig, KeyStoreKind, MockResponseConfig,
-    RouteConfig,
+    RateLimitSettings, RouteConfig,
 };
 
 /// Paths the gateway serves itself; a configured route may not take them.
@@ -23,6 +23,7 @@ pub struct Plan {
     pub server: ServerSettings,
     pub upstreams: BTreeMap<String, UpstreamSettings>,
     pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
     pub routes: Vec<RoutePlan>,
 }
 
@@ -171,6 +172,8 @@ pub struct RoutePlan {
     /// Empty: a public route.
     pub auth: Vec<ProviderRef>,
     pub scopes: Vec<String>,
+    /// Names of `[rate_limits.NAME]` policies, all of which must pass.
+    pub rate_limits: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -233,6 +236,7 @@ impl Plan {
                 })
                 .collect(),
         };
+        let rate_limit = super::rate_limit::rate_limit_settings(config, &mut problems);
         let routes: Vec<(usize, RoutePlan)> = config
             .routes
             .iter()
@@ -249,6 +253,7 @@ impl Plan {
                 server,
                 upstreams,
                 auth,
+                rate_limit,
                 routes,
             }),
             _ => Err(ConfigError {
@@ -259,10 +264,10 @@ impl Plan {
 }
 
 #[derive(Default)]
-struct Problems(Vec<ConfigProblem>);
+pub(super) struct Problems(pub(super) Vec<ConfigProblem>);
 
 impl Problems {
-    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigProblem {
             key: key.into(),
             message: message.into(),
@@ -578,6 +583,7 @@ fn route_plan(
         .as_ref()
         .map(|fault| fault_settings(&format!("{key}.fault"), fault, problems));
     let auth = route_auth(&key, route, config, problems);
+    let rate_limits = super::rate_limit::route_rate_limits(&key, route, config, problems);
 
     (problems.0.len() == before).then_some(())?;
     Some(RoutePlan {
@@ -588,6 +594,7 @@ fn route_plan(
         fault,
         auth,
         scopes: route.scopes.clone(),
+        rate_limits,
     })
 }
 

@@ -24,6 +24,7 @@ use crate::{
     auth::{Providers, RoutePolicy},
     config::{Plan, RouteAction, RoutePlan},
     error::Error,
+    ratelimit::{RateLimiter, RouteLimits},
     upstream::Upstream,
 };
 
@@ -36,8 +37,9 @@ pub fn router(
     plan: &Plan,
     upstreams: &BTreeMap<String, Upstream>,
     providers: &Providers,
+    limiter: &RateLimiter,
 ) -> Router {
-    let table = Arc::new(RouteTable::new(plan, upstreams, providers));
+    let table = Arc::new(RouteTable::new(plan, upstreams, providers, limiter));
     // `/ready` reports the upstreams that routes depend on.
     let mut routed: Vec<Upstream> = Vec::new();
     for route in &plan.routes {
@@ -66,6 +68,7 @@ struct Route {
     template: MatchedRoute,
     methods: Option<Vec<Method>>,
     auth: Option<RoutePolicy>,
+    limits: Option<RouteLimits>,
     fault: Option<fault::Fault>,
     handler: Handler,
 }
@@ -89,7 +92,12 @@ impl Route {
 }
 
 impl RouteTable {
-    fn new(plan: &Plan, upstreams: &BTreeMap<String, Upstream>, providers: &Providers) -> Self {
+    fn new(
+        plan: &Plan,
+        upstreams: &BTreeMap<String, Upstream>,
+        providers: &Providers,
+        limiter: &RateLimiter,
+    ) -> Self {
         let mut grouped: BTreeMap<&str, Vec<&RoutePlan>> = BTreeMap::new();
         for route in &plan.routes {
             grouped.entry(route.path.as_str()).or_default().push(route);
@@ -104,7 +112,7 @@ impl RouteTable {
             }
             let routes: Vec<Route> = plans
                 .into_iter()
-                .map(|plan| Route::new(plan, upstreams, providers))
+                .map(|plan| Route::new(plan, upstreams, providers, limiter))
                 .collect();
             let allow = allow_header(&routes);
             paths.push(PathRoutes { routes, allow });
@@ -118,6 +126,7 @@ impl Route {
         plan: &RoutePlan,
         upstreams: &BTreeMap<String, Upstream>,
         providers: &Providers,
+        limiter: &RateLimiter,
     ) -> Self {
         let handler = match &plan.action {
             RouteAction::Mock(response) => Handler::Mock(mock::MockRoute::new(response)),
@@ -132,6 +141,7 @@ impl Route {
             methods: plan.methods.clone(),
             fault: plan.fault.as_ref().map(fault::Fault::new),
             auth: providers.policy(&plan.path, &plan.auth, &plan.scopes),
+            limits: limiter.route(&plan.rate_limits),
             handler,
         }
     }
@@ -175,13 +185,28 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) ->
             return error.into_response();
         }
     }
+    let decision = match &route.limits {
+        None => None,
+        Some(limits) => match limits.check(&request).await {
+            Ok(decision) => Some(decision),
+            Err(error) => return error.into_response(),
+        },
+    };
+    let mut response = handle(route, request, &target).await;
+    if let Some(decision) = decision {
+        decision.apply(response.headers_mut());
+    }
+    response
+}
+
+async fn handle(route: &Route, request: Request, target: &str) -> Response {
     if let Some(fault) = &route.fault {
         if let Some(response) = fault.inject(&route.template.0).await {
             return response;
         }
     }
     match &route.handler {
-        Handler::Proxy(proxy) => proxy.forward(request, &target).await,
+        Handler::Proxy(proxy) => proxy.forward(request, target).await,
         Handler::Mock(mock) => mock.response(),
     }
 }

@@ -432,10 +432,6 @@ fn api_key_config(upstream: &Upstream, provider: &str) -> String {
     )
 }
 
-fn sha256_hex(text: &str) -> String {
-    proxyfn::auth::hex(&proxyfn::auth::digest(text.as_bytes()))
-}
-
 #[tokio::test]
 async fn api_keys_from_config_are_checked_by_digest_in_a_header_or_the_query() {
     let upstream = Upstream::echo().await;

@@ -331,3 +331,8 @@ pub fn assert_problem_body(body: &serde_json::Value, status: u16, kind: &str, re
 pub fn config_with_upstream(url: &str, extra: &str) -> String {
     format!("[upstreams.backend]\nurl = \"{url}\"\n{extra}")
 }
+
+/// Lower-case hex SHA-256, as `[auth.api_keys]` entries store keys.
+pub fn sha256_hex(text: &str) -> String {
+    proxyfn::auth::hex(&proxyfn::auth::digest(text.as_bytes()))
+}

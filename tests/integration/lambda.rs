@@ -1001,3 +1001,76 @@ async fn auth_works_the_same_in_lambda() {
     assert_eq!(function.api.respond(event).await["statusCode"], 403);
     assert_eq!(upstream.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn in_lambda_ip_limits_count_the_events_source_ip_and_429s_carry_the_headers() {
+    let upstream = Upstream::echo().await;
+    let limited = proxy_config(&upstream, "").replace(
+        "strip_prefix = \"/users\"\n",
+        "strip_prefix = \"/users\"\nrate_limit = \"per_ip\"\n",
+    );
+    let function = Function::start(&format!(
+        "[rate_limits.per_ip]\nkey = \"ip\"\nlimit = 2\nper = \"1h\"\n{limited}"
+    ))
+    .await;
+    let from = |ip: &str| {
+        let mut event = http_api_event("GET", "/users/1", "", "$default", json!({}), &[], None);
+        event["requestContext"]["http"]["sourceIp"] = json!(ip);
+        event
+    };
+
+    for _ in 0..2 {
+        let ok = function.api.respond(from("203.0.113.42")).await;
+        assert_eq!(ok["statusCode"], 200, "{ok}");
+        assert_eq!(
+            header_values(&ok["headers"], "ratelimit-policy"),
+            ["\"per_ip\";q=2;w=3600"]
+        );
+    }
+    let refused = function.api.respond(from("203.0.113.42")).await;
+    assert_eq!(refused["statusCode"], 429, "{refused}");
+    assert_eq!(header_values(&refused["headers"], "retry-after"), ["1800"]);
+    assert_eq!(
+        header_values(&refused["headers"], "ratelimit"),
+        ["\"per_ip\";r=0;t=1800"]
+    );
+    let other = function.api.respond(from("198.51.100.9")).await;
+    assert_eq!(
+        other["statusCode"], 200,
+        "another source IP, another bucket"
+    );
+    assert_eq!(upstream.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn a_lambda_function_and_a_server_share_one_limit_through_redis() {
+    let redis = crate::redis_server::RedisServer::start().await;
+    let upstream = Upstream::echo().await;
+    let config = format!(
+        "[rate_limit]\nstore = \"redis\"\nredis_url = \"{}\"\non_store_error = \"deny\"\n\
+         [rate_limits.shared]\nkey = \"global\"\nlimit = 3\nper = \"1h\"\n{}",
+        redis.url(),
+        proxy_config(&upstream, "").replace(
+            "strip_prefix = \"/users\"\n",
+            "strip_prefix = \"/users\"\nrate_limit = \"shared\"\n",
+        )
+    );
+    let function = Function::start(&config).await;
+    let gateway = Gateway::start(&config).await;
+    let event = || function_url_event("GET", "/users/1", "", json!({}), &[], None);
+
+    assert_eq!(function.api.respond(event()).await["statusCode"], 200);
+    assert_eq!(gateway.status("/users/1").await, 200);
+    assert_eq!(function.api.respond(event()).await["statusCode"], 200);
+    assert_eq!(
+        gateway.status("/users/1").await,
+        429,
+        "three used between the two"
+    );
+    let refused = function.api.respond(event()).await;
+    assert_eq!(refused["statusCode"], 429, "{refused}");
+    assert_eq!(
+        header_values(&refused["headers"], "content-type"),
+        ["application/problem+json"]
+    );
+}

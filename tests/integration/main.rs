@@ -11,5 +11,6 @@ mod cli;
 mod lambda;
 mod limits;
 mod proxy;
+mod ratelimit;
 mod resilience;
 mod server;

@@ -19,7 +19,10 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> Self {
-        let port = closed_port().await;
+        Self::start_on(closed_port().await).await
+    }
+
+    async fn start_on(port: u16) -> Self {
         let child = tokio::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -63,5 +66,33 @@ impl RedisServer {
 
     pub async fn stop(&mut self) {
         let _ = self.child.kill().await;
+    }
+
+    /// Starts an empty server again on the same port (after `stop`).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        *self = Self::start_on(self.port).await;
+    }
+
+    /// Sends one command (inline protocol) and returns the raw reply.
+    pub async fn command(&self, command: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        stream
+            .write_all(format!("{command}\r\nQUIT\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await.unwrap();
+        reply
+    }
+
+    /// How many times `command` ran since the last `CONFIG RESETSTAT` (INFO commandstats).
+    pub async fn calls(&self, command: &str) -> u64 {
+        let info = self.command("INFO commandstats").await;
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
     }
 }

@@ -1,0 +1,254 @@
+//! Validation of `[rate_limit]` and `[rate_limits.NAME]` into [`RateLimitSettings`], and of the
+//! policy names a route lists in `rate_limit`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use http::HeaderName;
+
+use super::{
+    Config, OnStoreError, RateLimitPolicyConfig, RateLimitStoreKind, RouteConfig, plan::Problems,
+};
+
+/// The validated rate-limit configuration.
+#[derive(Clone, Debug)]
+pub struct RateLimitSettings {
+    pub store: RateLimitStore,
+    pub on_store_error: OnStoreError,
+    pub timeout: Duration,
+    pub max_keys: usize,
+    pub policies: BTreeMap<String, PolicySettings>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RateLimitStore {
+    Memory,
+    Redis { url: String },
+}
+
+/// One policy: `limit` requests per `per` for each value of `key`, up to `burst` at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicySettings {
+    pub name: String,
+    pub key: LimitKey,
+    pub limit: u32,
+    pub per: Duration,
+    pub burst: u32,
+}
+
+/// What a policy counts requests by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The client address established by the runtime (never a client-set header).
+    Ip,
+    /// The authenticated principal's id, else the client address.
+    User,
+    /// The id of an API key principal, else the client address.
+    ApiKey,
+    /// A request header's value, else the client address.
+    Header(HeaderName),
+    /// One bucket for every request.
+    Global,
+}
+
+impl LimitKey {
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "ip" => LimitKey::Ip,
+            "user" => LimitKey::User,
+            "api_key" => LimitKey::ApiKey,
+            "global" => LimitKey::Global,
+            other => match other.strip_prefix("header:") {
+                Some(name) => LimitKey::Header(
+                    HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| format!("{name:?} is not a valid header name"))?,
+                ),
+                None => {
+                    return Err(format!(
+                        "unknown key {other:?}; use ip, user, api_key, header:NAME or global"
+                    ));
+                }
+            },
+        })
+    }
+}
+
+/// The longest `per` accepted: a day, which keeps every Redis TTL short and every number small.
+const MAX_PERIOD: Duration = Duration::from_secs(86_400);
+
+pub(super) fn rate_limit_settings(config: &Config, problems: &mut Problems) -> RateLimitSettings {
+    let section = &config.rate_limit;
+    let store = match section.store {
+        RateLimitStoreKind::Memory => RateLimitStore::Memory,
+        RateLimitStoreKind::Redis => match &section.redis_url {
+            None => {
+                problems.add("rate_limit.redis_url", "required when store = \"redis\"");
+                RateLimitStore::Memory
+            }
+            Some(url) => {
+                if let Err(error) = redis::Client::open(url.as_str()) {
+                    problems.add("rate_limit.redis_url", format!("not a Redis URL: {error}"));
+                }
+                RateLimitStore::Redis { url: url.clone() }
+            }
+        },
+    };
+    if section.timeout.0.is_zero() {
+        problems.add("rate_limit.timeout", "must be longer than 0s");
+    }
+    if section.max_keys == 0 {
+        problems.add("rate_limit.max_keys", "must be at least 1");
+    }
+    let policies = config
+        .rate_limits
+        .iter()
+        .filter_map(|(name, policy)| {
+            policy_settings(name, policy, problems).map(|p| (name.clone(), p))
+        })
+        .collect();
+    RateLimitSettings {
+        store,
+        on_store_error: section.on_store_error,
+        timeout: section.timeout.0,
+        max_keys: section.max_keys,
+        policies,
+    }
+}
+
+fn policy_settings(
+    name: &str,
+    policy: &RateLimitPolicyConfig,
+    problems: &mut Problems,
+) -> Option<PolicySettings> {
+    let key = format!("rate_limits.{name}");
+    let before = problems.0.len();
+    // The name travels in the RateLimit headers as a structured-field string and in Redis keys.
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    {
+        problems.add(&key, "policy names use letters, digits, '_', '-' and '.'");
+    }
+    let limit_key = LimitKey::parse(&policy.key)
+        .map_err(|message| problems.add(format!("{key}.key"), message))
+        .ok();
+    if policy.limit == 0 {
+        problems.add(format!("{key}.limit"), "must be at least 1");
+    }
+    let per = policy.per.0;
+    if per > MAX_PERIOD {
+        problems.add(format!("{key}.per"), "must be at most 1 day");
+    } else if per.as_micros() < u128::from(policy.limit.max(1)) {
+        problems.add(
+            format!("{key}.per"),
+            "too short for the limit: at most one request per microsecond",
+        );
+    }
+    let burst = policy.burst.unwrap_or(policy.limit);
+    if burst == 0 {
+        problems.add(format!("{key}.burst"), "must be at least 1");
+    }
+    (problems.0.len() == before).then_some(())?;
+    Some(PolicySettings {
+        name: name.to_owned(),
+        key: limit_key?,
+        limit: policy.limit,
+        per,
+        burst,
+    })
+}
+
+/// The policy names of a route's `rate_limit`, each checked to exist.
+pub(super) fn route_rate_limits(
+    key: &str,
+    route: &RouteConfig,
+    config: &Config,
+    problems: &mut Problems,
+) -> Vec<String> {
+    let Some(names) = &route.rate_limit else {
+        return vec![];
+    };
+    let names = names.as_slice();
+    if names.is_empty() {
+        problems.add(
+            format!("{key}.rate_limit"),
+            "list at least one policy, or omit the key",
+        );
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if !config.rate_limits.contains_key(name) {
+            let known: Vec<&str> = config.rate_limits.keys().map(String::as_str).collect();
+            let known = if known.is_empty() {
+                "none defined".to_owned()
+            } else {
+                known.join(", ")
+            };
+            problems.add(
+                format!("{key}.rate_limit[{i}]"),
+                format!("unknown policy {name:?} (known: {known})"),
+            );
+        } else if seen.contains(name) {
+            problems.add(format!("{key}.rate_limit[{i}]"), "listed twice");
+        } else {
+            seen.push(name.clone());
+        }
+    }
+    seen
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Plan};
+
+    fn problems(toml: &str) -> Vec<String> {
+        match Plan::new(&Config::from_toml(toml).unwrap()) {
+            Ok(_) => vec![],
+            Err(error) => error.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn policies_are_validated_with_their_key_paths() {
+        let found = problems(
+            "[rate_limit]\nstore = \"redis\"\n\
+             [rate_limits.a]\nkey = \"cookie\"\nlimit = 0\nper = \"2d\"\nburst = 0\n\
+             [rate_limits.b]\nkey = \"header:bad header\"\nlimit = 5000000\nper = \"1s\"\n\
+             [[routes]]\npath = \"/x\"\nresponse = {}\nrate_limit = [\"a\", \"nope\"]\n",
+        );
+        let expected = [
+            "rate_limit.redis_url: required when store = \"redis\"",
+            "rate_limits.a.key: unknown key \"cookie\"; use ip, user, api_key, header:NAME or global",
+            "rate_limits.a.limit: must be at least 1",
+            "rate_limits.a.per: must be at most 1 day",
+            "rate_limits.a.burst: must be at least 1",
+            "rate_limits.b.key: \"bad header\" is not a valid header name",
+            "rate_limits.b.per: too short for the limit: at most one request per microsecond",
+            "routes[0].rate_limit[1]: unknown policy \"nope\" (known: a, b)",
+        ];
+        for line in expected {
+            assert!(
+                found.iter().any(|p| p == line),
+                "{line:?} not in {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn burst_defaults_to_the_limit_and_one_name_or_a_list_is_accepted() {
+        let plan = Plan::new(
+            &Config::from_toml(
+                "[rate_limits.a]\nkey = \"user\"\nlimit = 7\nper = \"1m\"\n\
+                 [rate_limits.b]\nkey = \"global\"\nlimit = 1\nper = \"1s\"\nburst = 3\n\
+                 [[routes]]\npath = \"/x\"\nresponse = {}\nrate_limit = \"a\"\n\
+                 [[routes]]\npath = \"/y\"\nresponse = {}\nrate_limit = [\"a\", \"b\"]\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(plan.rate_limit.policies["a"].burst, 7);
+        assert_eq!(plan.rate_limit.policies["b"].burst, 3);
+        assert_eq!(plan.routes[0].rate_limits, ["a"]);
+        assert_eq!(plan.routes[1].rate_limits, ["a", "b"]);
+    }
+}

@@ -1,0 +1,163 @@
+//! The shared store: one Lua script per check (`redis_check.lua`), called with EVALSHA
+//! (reloaded on NOSCRIPT by the redis crate), with every policy of the route in one call.
+//!
+//! Keys carry a hash tag (`proxyfn:rl:{POLICY:KEY}`) so a policy's state and its override
+//! always share a Redis Cluster slot.
+
+use std::sync::LazyLock;
+
+use redis::{Script, aio::ConnectionManager};
+
+use super::gcra::{Outcome, Quota};
+use crate::auth::{digest, hex};
+
+static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis_check.lua")));
+
+/// The decision for one quota, and the quota that applied (an override, or the configured).
+#[derive(Clone, Copy, Debug)]
+pub struct Checked {
+    pub outcome: Outcome,
+    pub quota: Quota,
+}
+
+pub struct RedisStore {
+    connection: ConnectionManager,
+}
+
+impl RedisStore {
+    pub fn new(url: &str) -> Result<Self, String> {
+        Ok(Self {
+            connection: crate::redis_conn::connect_lazily(url)?,
+        })
+    }
+
+    /// Checks one request against `(state key, quota)` pairs in one round trip.
+    pub async fn check(
+        &self,
+        checks: &[(String, Quota)],
+    ) -> Result<Vec<Checked>, redis::RedisError> {
+        let mut invocation = CHECK.prepare_invoke();
+        for (state, quota) in checks {
+            invocation
+                .key(state)
+                .key(override_key(state))
+                .arg(quota.limit)
+                .arg(quota.period_us)
+                .arg(quota.burst);
+        }
+        let values: Vec<u64> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(values
+            .chunks_exact(7)
+            .map(|v| Checked {
+                outcome: Outcome {
+                    allowed: v[0] == 1,
+                    remaining: u32::try_from(v[1]).unwrap_or(u32::MAX),
+                    reset_us: v[2],
+                    retry_after_us: v[3],
+                    tat: 0,
+                },
+                quota: Quota {
+                    limit: u32::try_from(v[4]).unwrap_or(u32::MAX),
+                    period_us: v[5],
+                    burst: u32::try_from(v[6]).unwrap_or(u32::MAX),
+                },
+            })
+            .collect())
+    }
+
+    /// Sets a per-key override, read by the next check. The key's count starts afresh, so
+    /// the new quota applies from the next request whatever the old one had used up.
+    pub async fn set_override(&self, state: &str, quota: Quota) -> redis::RedisResult<()> {
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                override_key(state),
+                &[
+                    ("limit", u64::from(quota.limit)),
+                    ("period_us", quota.period_us),
+                    ("burst", u64::from(quota.burst)),
+                ],
+            )
+            .ignore()
+            .del(state)
+            .ignore()
+            .query_async(&mut self.connection.clone())
+            .await
+    }
+
+    /// The override of `policy` for `key`, if any.
+    pub async fn get_override(&self, state: &str) -> redis::RedisResult<Option<Quota>> {
+        let (limit, period_us, burst): (Option<u32>, Option<u64>, Option<u32>) =
+            redis::cmd("HMGET")
+                .arg(override_key(state))
+                .arg("limit")
+                .arg("period_us")
+                .arg("burst")
+                .query_async(&mut self.connection.clone())
+                .await?;
+        Ok(match (limit, period_us, burst) {
+            (Some(limit), Some(period_us), Some(burst)) => Some(Quota {
+                limit,
+                period_us,
+                burst,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Removes the override (and the key's state, so the new quota starts fresh); returns
+    /// whether there was an override.
+    pub async fn clear_override(&self, state: &str) -> redis::RedisResult<bool> {
+        let removed: (u32, u32) = redis::pipe()
+            .del(override_key(state))
+            .del(state)
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(removed.0 > 0)
+    }
+}
+
+/// `proxyfn:rl:{POLICY:KEY}`. Sensitive keys (header values, which may be credentials) and
+/// keys that are long, contain braces or are not printable ASCII are replaced by their
+/// SHA-256, so no secret lands in Redis and no key can break out of its hash tag.
+pub fn state_key(policy: &str, key: &str, sensitive: bool) -> String {
+    let readable = !sensitive
+        && key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
+    if readable {
+        format!("proxyfn:rl:{{{policy}:{key}}}")
+    } else {
+        format!(
+            "proxyfn:rl:{{{policy}:sha256:{}}}",
+            hex(&digest(key.as_bytes()))
+        )
+    }
+}
+
+fn override_key(state_key: &str) -> String {
+    format!("{state_key}:override")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_keys_keep_one_hash_tag_whatever_the_key() {
+        assert_eq!(
+            state_key("per_ip", "10.0.0.1", false),
+            "proxyfn:rl:{per_ip:10.0.0.1}"
+        );
+        let tricky = state_key("p", "a}b{c", false);
+        assert!(tricky.starts_with("proxyfn:rl:{p:sha256:"), "{tricky}");
+        assert_eq!(tricky.matches('{').count(), 1);
+        let long = state_key("p", &"x".repeat(100), false);
+        assert!(long.len() < 100);
+        let secret = state_key("by_key", "pfk_secret", true);
+        assert!(!secret.contains("pfk_secret"));
+    }
+}

@@ -1,0 +1,504 @@
+//! Rate limiting against real upstreams and a real redis-server: 429s that never reach the
+//! upstream, the RateLimit headers, limits shared by two gateway instances, Redis failures
+//! and recovery, and runtime overrides set with `proxyfn limits`.
+
+use std::time::Duration;
+
+use crate::{helpers::*, redis_server::RedisServer};
+
+/// A gateway config: the `backend` upstream at `url`, `policies` TOML, and one route
+/// `/limited/{*rest}` with `rate_limit = route_limits` (and `route_extra` TOML).
+fn limited_config(url: &str, policies: &str, route_limits: &str, route_extra: &str) -> String {
+    config_with_upstream(
+        url,
+        &format!(
+            "{policies}\n[[routes]]\npath = \"/limited/{{*rest}}\"\nupstream = \"backend\"\nrate_limit = {route_limits}\n{route_extra}\n\
+             [[routes]]\npath = \"/open\"\nresponse = {{ body = \"open\" }}\n"
+        ),
+    )
+}
+
+fn redis_store(redis: &RedisServer, on_store_error: &str) -> String {
+    format!(
+        "[rate_limit]\nstore = \"redis\"\nredis_url = \"{}\"\non_store_error = \"{on_store_error}\"\ntimeout = \"200ms\"\n",
+        redis.url()
+    )
+}
+
+async fn get(gateway: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = client().get(gateway.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+fn header<'r>(response: &'r reqwest::Response, name: &str) -> &'r str {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn over_the_limit_is_429_with_retry_after_and_the_upstream_is_not_called() {
+    let upstream = Upstream::echo().await;
+    let gateway = Gateway::start(&limited_config(
+        &upstream.url(),
+        "[rate_limits.three]\nkey = \"global\"\nlimit = 3\nper = \"1m\"",
+        "\"three\"",
+        "",
+    ))
+    .await;
+
+    let mut remaining = vec![];
+    for _ in 0..3 {
+        let response = get(&gateway, "/limited/x", &[]).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "ratelimit-policy"), "\"three\";q=3;w=60");
+        remaining.push(header(&response, "ratelimit").to_owned());
+    }
+    assert_eq!(
+        remaining,
+        [
+            "\"three\";r=2;t=20",
+            "\"three\";r=1;t=40",
+            "\"three\";r=0;t=20"
+        ]
+    );
+
+    let refused = get(&gateway, "/limited/x", &[]).await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = header(&refused, "retry-after").parse().unwrap();
+    assert!((19..=20).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        header(&refused, "ratelimit"),
+        format!("\"three\";r=0;t={retry_after}")
+    );
+    assert_eq!(header(&refused, "content-type"), "application/problem+json");
+    let id = header(&refused, "x-request-id").to_owned();
+    assert_problem_body(
+        &serde_json::from_slice(&refused.bytes().await.unwrap()).unwrap(),
+        429,
+        "rate-limited",
+        &id,
+    );
+    assert_eq!(
+        upstream.requests().len(),
+        3,
+        "refused requests never reach the upstream"
+    );
+
+    let open = get(&gateway, "/open", &[]).await;
+    assert!(
+        open.headers().get("ratelimit").is_none(),
+        "unlimited routes carry no headers"
+    );
+}
+
+#[tokio::test]
+async fn ip_policies_count_the_address_the_runtime_trusts_not_a_spoofed_header() {
+    let upstream = Upstream::echo().await;
+    let policies = "[rate_limits.per_ip]\nkey = \"ip\"\nlimit = 1\nper = \"1m\"";
+    let direct = Gateway::start(&limited_config(&upstream.url(), policies, "\"per_ip\"", "")).await;
+    // Without trusted proxies, X-Forwarded-For is the client's own claim: ignored.
+    assert_eq!(
+        get(
+            &direct,
+            "/limited/a",
+            &[("x-forwarded-for", "198.51.100.1")]
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        get(
+            &direct,
+            "/limited/a",
+            &[("x-forwarded-for", "198.51.100.2")]
+        )
+        .await
+        .status(),
+        429
+    );
+
+    // Behind one trusted proxy, the address it appended is the client.
+    let proxied = Gateway::start(&format!(
+        "[server]\ntrusted_proxies = 1\n{}",
+        limited_config(&upstream.url(), policies, "\"per_ip\"", "")
+    ))
+    .await;
+    assert_eq!(
+        get(
+            &proxied,
+            "/limited/a",
+            &[("x-forwarded-for", "198.51.100.1")]
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        get(
+            &proxied,
+            "/limited/a",
+            &[("x-forwarded-for", "198.51.100.2")]
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        get(
+            &proxied,
+            "/limited/a",
+            &[("x-forwarded-for", "198.51.100.1")]
+        )
+        .await
+        .status(),
+        429
+    );
+}
+
+#[tokio::test]
+async fn user_policies_count_each_principal_and_anonymous_requests_by_address() {
+    let upstream = Upstream::echo().await;
+    let config = format!(
+        "[auth.api_keys.partners]\nkeys = [{{ id = \"acme\", sha256 = \"{}\" }}, {{ id = \"globex\", sha256 = \"{}\" }}]\n{}\
+         [[routes]]\npath = \"/anon\"\nupstream = \"backend\"\nrate_limit = \"per_user\"\n",
+        sha256_hex("acme-key"),
+        sha256_hex("globex-key"),
+        limited_config(
+            &upstream.url(),
+            "[rate_limits.per_user]\nkey = \"user\"\nlimit = 2\nper = \"1h\"",
+            "\"per_user\"",
+            "auth = [\"api_key:partners\"]",
+        )
+    );
+    let gateway = Gateway::start(&config).await;
+    let acme = [("x-api-key", "acme-key")];
+    let globex = [("x-api-key", "globex-key")];
+    assert_eq!(get(&gateway, "/limited/a", &acme).await.status(), 200);
+    assert_eq!(get(&gateway, "/limited/a", &acme).await.status(), 200);
+    assert_eq!(get(&gateway, "/limited/a", &acme).await.status(), 429);
+    assert_eq!(
+        get(&gateway, "/limited/a", &globex).await.status(),
+        200,
+        "another principal, another bucket"
+    );
+    // The anonymous route counts by address, in a bucket apart from any principal's.
+    assert_eq!(get(&gateway, "/anon", &[]).await.status(), 200);
+    assert_eq!(get(&gateway, "/anon", &[]).await.status(), 200);
+    assert_eq!(get(&gateway, "/anon", &[]).await.status(), 429);
+}
+
+#[tokio::test]
+async fn header_policies_count_each_value_and_a_route_with_two_policies_needs_both() {
+    let upstream = Upstream::echo().await;
+    let gateway = Gateway::start(&limited_config(
+        &upstream.url(),
+        "[rate_limits.per_tenant]\nkey = \"header:x-tenant\"\nlimit = 2\nper = \"1h\"\n\
+         [rate_limits.total]\nkey = \"global\"\nlimit = 3\nper = \"1h\"",
+        "[\"per_tenant\", \"total\"]",
+        "",
+    ))
+    .await;
+    let a = [("x-tenant", "a")];
+    let b = [("x-tenant", "b")];
+    let first = get(&gateway, "/limited/x", &a).await;
+    assert_eq!(
+        header(&first, "ratelimit-policy"),
+        "\"per_tenant\";q=2;w=3600, \"total\";q=3;w=3600"
+    );
+    assert_eq!(
+        header(&first, "ratelimit"),
+        "\"per_tenant\";r=1;t=1800, \"total\";r=2;t=1200"
+    );
+    assert_eq!(get(&gateway, "/limited/x", &a).await.status(), 200);
+    assert_eq!(
+        get(&gateway, "/limited/x", &a).await.status(),
+        429,
+        "tenant a is out"
+    );
+    assert_eq!(
+        get(&gateway, "/limited/x", &b).await.status(),
+        200,
+        "tenant b, total now 3"
+    );
+    assert_eq!(
+        get(&gateway, "/limited/x", &b).await.status(),
+        429,
+        "the total is out"
+    );
+    assert_eq!(upstream.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_enforce_one_limit_over_a_concurrent_burst() {
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::echo().await;
+    let config = format!(
+        "{}{}",
+        redis_store(&redis, "deny"),
+        limited_config(
+            &upstream.url(),
+            "[rate_limits.shared]\nkey = \"global\"\nlimit = 10\nper = \"1m\"\nburst = 5",
+            "\"shared\"",
+            "",
+        )
+    );
+    let one = Gateway::start(&config).await;
+    let two = Gateway::start(&config).await;
+
+    let requests = (0..40).map(|i| {
+        let url = if i % 2 == 0 {
+            one.url("/limited/x")
+        } else {
+            two.url("/limited/x")
+        };
+        async move { client().get(url).send().await.unwrap() }
+    });
+    let responses = futures_util::future::join_all(requests).await;
+
+    let allowed = responses.iter().filter(|r| r.status() == 200).count();
+    let refused: Vec<_> = responses.iter().filter(|r| r.status() == 429).collect();
+    assert_eq!(allowed + refused.len(), 40, "only 200s and 429s");
+    // A burst of 5 at once, then one request per 6 s: in the time this test takes, 5 or 6.
+    assert!(
+        (5..=6).contains(&allowed),
+        "allowed {allowed}, limit + burst is 15"
+    );
+    assert_eq!(upstream.requests().len(), allowed);
+    for response in refused {
+        let retry_after: u64 = header(response, "retry-after").parse().unwrap();
+        assert!(
+            (1..=6).contains(&retry_after),
+            "one interval at most: {retry_after}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_limited_request_is_one_script_call_to_redis() {
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::echo().await;
+    let gateway = Gateway::start(&format!(
+        "{}{}",
+        redis_store(&redis, "deny"),
+        limited_config(
+            &upstream.url(),
+            "[rate_limits.a]\nkey = \"ip\"\nlimit = 100\nper = \"1m\"\n\
+             [rate_limits.b]\nkey = \"global\"\nlimit = 100\nper = \"1m\"",
+            "[\"a\", \"b\"]",
+            "",
+        )
+    ))
+    .await;
+    // The first call loads the script (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA).
+    assert_eq!(gateway.status("/limited/warm").await, 200);
+    redis.command("CONFIG RESETSTAT").await;
+
+    for _ in 0..7 {
+        assert_eq!(gateway.status("/limited/x").await, 200);
+    }
+    assert_eq!(
+        gateway.status("/open").await,
+        200,
+        "unlimited routes never call Redis"
+    );
+
+    assert_eq!(
+        redis.calls("evalsha").await,
+        7,
+        "one script call per request, both policies in it"
+    );
+    // Commands the script runs count too: one TIME per call, and per policy HMGET + GET
+    // (+ SET when allowed). Nothing else reached Redis.
+    assert_eq!(redis.calls("time").await, 7);
+    assert_eq!(redis.calls("hmget").await, 14);
+    let info = redis.command("INFO commandstats").await;
+    let script_or_test = [
+        "evalsha",
+        "time",
+        "hmget",
+        "get",
+        "set",
+        "info",
+        "quit",
+        "config|resetstat",
+    ];
+    let others: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter(|l| !script_or_test.contains(&l.split(':').next().unwrap()))
+        .collect();
+    assert!(others.is_empty(), "no other commands: {others:?}");
+}
+
+#[tokio::test]
+async fn with_redis_down_on_store_error_decides_and_redis_returning_needs_no_restart() {
+    let mut redis = RedisServer::start().await;
+    let upstream = Upstream::echo().await;
+    let policies = "[rate_limits.two]\nkey = \"global\"\nlimit = 2\nper = \"1h\"";
+    let start = |mode: &'static str| {
+        let config = format!(
+            "{}{}",
+            redis_store(&redis, mode),
+            limited_config(&upstream.url(), policies, "\"two\"", "")
+        );
+        async move { Gateway::start(&config).await }
+    };
+    let allow = start("allow").await;
+    let deny = start("deny").await;
+    let local = start("local").await;
+    assert_eq!(
+        deny.status("/limited/x").await,
+        200,
+        "shared limiting works"
+    );
+
+    redis.stop().await;
+    // allow: fail open, with the policy but no (unknown) remaining count.
+    for _ in 0..4 {
+        let response = get(&allow, "/limited/x", &[]).await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().get("ratelimit-policy").is_some());
+        assert!(response.headers().get("ratelimit").is_none());
+    }
+    // deny: fail closed.
+    let refused = get(&deny, "/limited/x", &[]).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(header(&refused, "retry-after"), "1");
+    let id = header(&refused, "x-request-id").to_owned();
+    assert_problem_body(
+        &serde_json::from_slice(&refused.bytes().await.unwrap()).unwrap(),
+        503,
+        "rate-limit-unavailable",
+        &id,
+    );
+    // local: this instance's own limiter, the same quota.
+    let statuses: Vec<u16> =
+        futures_util::future::join_all((0..4).map(|_| local.status("/limited/x"))).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+
+    // Redis comes back (empty): the same gateway limits through it again.
+    redis.restart().await;
+    let mut recovered = false;
+    for _ in 0..100 {
+        if deny.status("/limited/x").await == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        recovered,
+        "the deny gateway answers 200 again once Redis is back"
+    );
+    assert_eq!(deny.status("/limited/x").await, 200);
+    assert_eq!(
+        deny.status("/limited/x").await,
+        429,
+        "the shared count is back in Redis"
+    );
+    assert_eq!(
+        local.status("/limited/x").await,
+        429,
+        "and shared by every instance"
+    );
+}
+
+#[tokio::test]
+async fn a_runtime_override_takes_effect_on_the_next_request() {
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::echo().await;
+    let config = format!(
+        "{}{}",
+        redis_store(&redis, "deny"),
+        limited_config(
+            &upstream.url(),
+            "[rate_limits.per_user]\nkey = \"user\"\nlimit = 1\nper = \"1h\"",
+            "\"per_user\"",
+            "auth = [\"api_key:partners\"]",
+        ) + &format!(
+            "[auth.api_keys.partners]\nkeys = [{{ id = \"acme\", sha256 = \"{}\" }}]\n",
+            sha256_hex("acme-key")
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxyfn.toml");
+    std::fs::write(&path, &config).unwrap();
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))
+            .arg("limits")
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let gateway = Gateway::start(&config).await;
+    let acme = [("x-api-key", "acme-key")];
+    assert_eq!(get(&gateway, "/limited/x", &acme).await.status(), 200);
+    assert_eq!(get(&gateway, "/limited/x", &acme).await.status(), 429);
+
+    let set = cli(&[
+        "set", "per_user", "acme", "--limit", "100", "--per", "1m", "--burst", "10",
+    ]);
+    assert!(set.contains("100 per 1m (burst 10)"), "{set}");
+    let response = get(&gateway, "/limited/x", &acme).await;
+    assert_eq!(response.status(), 200, "the override applies at once");
+    assert_eq!(
+        header(&response, "ratelimit-policy"),
+        "\"per_user\";q=100;w=60"
+    );
+    assert!(cli(&["get", "per_user", "acme"]).contains("(override)"));
+
+    assert!(cli(&["clear", "per_user", "acme"]).contains("override removed"));
+    assert!(cli(&["get", "per_user", "acme"]).contains("as configured"));
+    let response = get(&gateway, "/limited/x", &acme).await;
+    assert_eq!(
+        header(&response, "ratelimit-policy"),
+        "\"per_user\";q=1;w=3600"
+    );
+}
+
+#[tokio::test]
+async fn limits_commands_need_the_redis_store_and_a_known_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxyfn.toml");
+    std::fs::write(
+        &path,
+        "[rate_limits.p]\nkey = \"ip\"\nlimit = 1\nper = \"1s\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let memory = run(&["limits", "get", "p", "ip:1.2.3.4"]);
+    assert_eq!(memory.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&memory.stderr).contains("store = \"redis\""));
+}
