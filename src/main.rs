@@ -208,7 +208,7 @@ fn limits(plan: &Plan, command: LimitsCommand) -> ExitCode {
         | LimitsCommand::Get { policy, .. }
         | LimitsCommand::Clear { policy, .. } => policy.clone(),
     };
-    let RateLimitStore::Redis { url } = &plan.rate_limit.store else {
+    let RateLimitStore::Redis { url, cluster } = &plan.rate_limit.store else {
         eprintln!("proxyfn: overrides live in Redis; set [rate_limit] store = \"redis\"");
         return ExitCode::from(CONFIG_INVALID);
     };
@@ -218,7 +218,7 @@ fn limits(plan: &Plan, command: LimitsCommand) -> ExitCode {
     };
     let sensitive = matches!(policy.key, LimitKey::Header(_));
     admin(async {
-        let store = RedisStore::new(url)?;
+        let store = RedisStore::new(url, *cluster)?;
         let redis_error = |e: redis::RedisError| e.to_string();
         match command {
             LimitsCommand::Set {

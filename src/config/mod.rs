@@ -42,6 +42,8 @@ pub struct RateLimitConfig {
     /// `memory` (per instance, the default) or `redis` (shared by every instance).
     pub store: RateLimitStoreKind,
     pub redis_url: Option<String>,
+    /// `redis_url` is a node of a Redis Cluster.
+    pub cluster: bool,
     /// What a check does when Redis fails or is slower than `timeout`.
     pub on_store_error: OnStoreError,
     /// Bound on one Redis check.
@@ -55,6 +57,7 @@ impl Default for RateLimitConfig {
         Self {
             store: RateLimitStoreKind::Memory,
             redis_url: None,
+            cluster: false,
             on_store_error: OnStoreError::Local,
             timeout: millis(50),
             max_keys: 100_000,

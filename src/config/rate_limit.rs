@@ -22,7 +22,7 @@ pub struct RateLimitSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RateLimitStore {
     Memory,
-    Redis { url: String },
+    Redis { url: String, cluster: bool },
 }
 
 /// One policy: `limit` requests per `per` for each value of `key`, up to `burst` at once.
@@ -88,7 +88,10 @@ pub(super) fn rate_limit_settings(config: &Config, problems: &mut Problems) -> R
                 if let Err(error) = redis::Client::open(url.as_str()) {
                     problems.add("rate_limit.redis_url", format!("not a Redis URL: {error}"));
                 }
-                RateLimitStore::Redis { url: url.clone() }
+                RateLimitStore::Redis {
+                    url: url.clone(),
+                    cluster: section.cluster,
+                }
             }
         },
     };

@@ -135,9 +135,11 @@ impl RateLimiter {
     pub fn new(settings: &RateLimitSettings) -> Result<Self, ConfigError> {
         let redis = match &settings.store {
             RateLimitStore::Memory => None,
-            RateLimitStore::Redis { url } => Some(redis::RedisStore::new(url).map_err(|e| {
-                ConfigError::single("rate_limit.redis_url", format!("cannot use Redis: {e}"))
-            })?),
+            RateLimitStore::Redis { url, cluster } => {
+                Some(redis::RedisStore::new(url, *cluster).map_err(|e| {
+                    ConfigError::single("rate_limit.redis_url", format!("cannot use Redis: {e}"))
+                })?)
+            }
         };
         Ok(Self {
             shared: Arc::new(Shared {

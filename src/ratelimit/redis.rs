@@ -2,16 +2,29 @@
 //! (reloaded on NOSCRIPT by the redis crate), with every policy of the route in one call.
 //!
 //! Keys carry a hash tag (`proxyfn:rl:{POLICY:KEY}`) so a policy's state and its override
-//! always share a Redis Cluster slot.
+//! always share a Redis Cluster slot. In a cluster, the policies of one route generally live
+//! in different slots, so each is checked by its own script call (sent together, so still
+//! one round trip of latency); when one refuses, the others are refunded in a second step.
 
 use std::sync::LazyLock;
 
-use redis::{Script, aio::ConnectionManager};
+use futures_util::future::try_join_all;
+use redis::Script;
+
+use crate::redis_conn::Redis;
 
 use super::gcra::{Outcome, Quota};
 use crate::auth::{digest, hex};
 
 static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis_check.lua")));
+
+/// Gives back one request: moves a TAT back by one interval, keeping its expiry.
+static REFUND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local tat = tonumber(redis.call('GET', KEYS[1])) \
+         if tat then redis.call('SET', KEYS[1], string.format('%d', tat - tonumber(ARGV[1])), 'KEEPTTL') end",
+    )
+});
 
 /// The decision for one quota, and the quota that applied (an override, or the configured).
 #[derive(Clone, Copy, Debug)]
@@ -21,13 +34,14 @@ pub struct Checked {
 }
 
 pub struct RedisStore {
-    connection: ConnectionManager,
+    redis: Redis,
 }
 
 impl RedisStore {
-    pub fn new(url: &str) -> Result<Self, String> {
+    /// Must be called inside the Tokio runtime; connects on first use.
+    pub fn new(url: &str, cluster: bool) -> Result<Self, String> {
         Ok(Self {
-            connection: crate::redis_conn::connect_lazily(url)?,
+            redis: Redis::new(url, cluster)?,
         })
     }
 
@@ -36,18 +50,18 @@ impl RedisStore {
         &self,
         checks: &[(String, Quota)],
     ) -> Result<Vec<Checked>, redis::RedisError> {
-        let mut invocation = CHECK.prepare_invoke();
-        for (state, quota) in checks {
-            invocation
-                .key(state)
-                .key(override_key(state))
-                .arg(quota.limit)
-                .arg(quota.period_us)
-                .arg(quota.burst);
-        }
-        let values: Vec<u64> = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await?;
+        let connection = self.redis.connection().await?;
+        let values: Vec<u64> = if self.redis.is_cluster() && checks.len() > 1 {
+            let calls = checks.iter().map(|check| {
+                let mut connection = connection.clone();
+                async move { invoke(std::slice::from_ref(check), &mut connection).await }
+            });
+            let values = try_join_all(calls).await?.concat();
+            refund_if_refused(checks, &values, &connection).await?;
+            values
+        } else {
+            invoke(checks, &mut connection.clone()).await?
+        };
         Ok(values
             .chunks_exact(7)
             .map(|v| Checked {
@@ -83,7 +97,7 @@ impl RedisStore {
             .ignore()
             .del(state)
             .ignore()
-            .query_async(&mut self.connection.clone())
+            .query_async(&mut self.redis.connection().await?)
             .await
     }
 
@@ -95,7 +109,7 @@ impl RedisStore {
                 .arg("limit")
                 .arg("period_us")
                 .arg("burst")
-                .query_async(&mut self.connection.clone())
+                .query_async(&mut self.redis.connection().await?)
                 .await?;
         Ok(match (limit, period_us, burst) {
             (Some(limit), Some(period_us), Some(burst)) => Some(Quota {
@@ -113,10 +127,60 @@ impl RedisStore {
         let removed: (u32, u32) = redis::pipe()
             .del(override_key(state))
             .del(state)
-            .query_async(&mut self.connection.clone())
+            .query_async(&mut self.redis.connection().await?)
             .await?;
         Ok(removed.0 > 0)
     }
+}
+
+/// Cluster only: when any policy refused the request, gives it back to those that allowed
+/// it, so a refused request counts against none, as in one script call.
+async fn refund_if_refused(
+    checks: &[(String, Quota)],
+    values: &[u64],
+    connection: &crate::redis_conn::Connection,
+) -> redis::RedisResult<()> {
+    let allowed = |v: &[u64]| v[0] == 1;
+    if values.chunks_exact(7).all(allowed) {
+        return Ok(());
+    }
+    let refunds = checks
+        .iter()
+        .zip(values.chunks_exact(7))
+        .filter(|(_, v)| allowed(v))
+        .map(|((state, _), v)| {
+            let interval = Quota {
+                limit: u32::try_from(v[4]).unwrap_or(u32::MAX),
+                period_us: v[5],
+                burst: 1,
+            }
+            .interval();
+            let mut connection = connection.clone();
+            async move {
+                REFUND
+                    .key(state)
+                    .arg(interval)
+                    .invoke_async::<()>(&mut connection)
+                    .await
+            }
+        });
+    try_join_all(refunds).await.map(drop)
+}
+
+async fn invoke(
+    checks: &[(String, Quota)],
+    connection: &mut crate::redis_conn::Connection,
+) -> redis::RedisResult<Vec<u64>> {
+    let mut invocation = CHECK.prepare_invoke();
+    for (state, quota) in checks {
+        invocation
+            .key(state)
+            .key(override_key(state))
+            .arg(quota.limit)
+            .arg(quota.period_us)
+            .arg(quota.burst);
+    }
+    invocation.invoke_async(connection).await
 }
 
 /// `proxyfn:rl:{POLICY:KEY}`. Sensitive keys (header values, which may be credentials) and

@@ -502,3 +502,79 @@ async fn limits_commands_need_the_redis_store_and_a_known_policy() {
     assert_eq!(memory.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&memory.stderr).contains("store = \"redis\""));
 }
+
+#[tokio::test]
+async fn a_redis_cluster_shares_limits_with_policies_in_different_slots() {
+    let cluster = crate::redis_server::RedisCluster::start().await;
+    let upstream = Upstream::echo().await;
+    let config = format!(
+        "[rate_limit]\nstore = \"redis\"\ncluster = true\nredis_url = \"{}\"\non_store_error = \"deny\"\ntimeout = \"1s\"\n{}",
+        cluster.url(),
+        limited_config(
+            &upstream.url(),
+            "[rate_limits.per_tenant]\nkey = \"header:x-tenant\"\nlimit = 2\nper = \"1h\"\n\
+             [rate_limits.total]\nkey = \"global\"\nlimit = 3\nper = \"1h\"",
+            "[\"per_tenant\", \"total\"]",
+            "",
+        )
+    );
+    let one = Gateway::start(&config).await;
+    let two = Gateway::start(&config).await;
+    let a = [("x-tenant", "a")];
+    let b = [("x-tenant", "b")];
+    assert_eq!(get(&one, "/limited/x", &a).await.status(), 200);
+    assert_eq!(get(&two, "/limited/x", &a).await.status(), 200);
+    assert_eq!(
+        get(&one, "/limited/x", &a).await.status(),
+        429,
+        "tenant a is out on both"
+    );
+    let third = get(&two, "/limited/x", &b).await;
+    assert_eq!(third.status(), 200);
+    assert_eq!(
+        header(&third, "ratelimit"),
+        "\"per_tenant\";r=1;t=1800, \"total\";r=0;t=1200"
+    );
+    assert_eq!(
+        get(&one, "/limited/x", &b).await.status(),
+        429,
+        "the total is out"
+    );
+
+    // The state is spread over the nodes by slot, each policy's keys on one node.
+    let mut keys = 0;
+    for node in &cluster.nodes {
+        let reply = node.command("DBSIZE").await;
+        keys += reply
+            .trim_start_matches(':')
+            .lines()
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    }
+    assert_eq!(keys, 3, "a, b and the total");
+
+    // Overrides work the same against a cluster.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxyfn.toml");
+    std::fs::write(&path, &config).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))
+        .args([
+            "limits", "set", "total", "global", "--limit", "100", "--per", "1h",
+        ])
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        get(&one, "/limited/x", &b).await.status(),
+        200,
+        "b has one left, total reset"
+    );
+}

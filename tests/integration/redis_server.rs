@@ -40,13 +40,18 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");
         let server = Self { port, child };
+        server.wait_for_ping().await;
+        server
+    }
+
+    async fn wait_for_ping(&self) {
         for _ in 0..200 {
-            if server.ping().await {
-                return server;
+            if self.ping().await {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("redis-server did not answer PING on port {port}");
+        panic!("redis-server did not answer PING on port {}", self.port);
     }
 
     pub fn url(&self) -> String {
@@ -94,5 +99,84 @@ impl RedisServer {
             .find_map(|line| line.strip_prefix(&prefix))
             .and_then(|rest| rest.split(',').next())
             .map_or(0, |n| n.parse().unwrap())
+    }
+}
+
+/// A three-node Redis Cluster (no replicas) on free ports, made with `redis-cli --cluster`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = closed_port().await;
+            let bus_port = closed_port().await;
+            let child = tokio::process::Command::new("redis-server")
+                .current_dir(dir.path())
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    "--cluster-port",
+                    &bus_port.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server is installed (scripts/test installs it)");
+            let node = RedisServer { port, child };
+            node.wait_for_ping().await;
+            nodes.push(node);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = tokio::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .expect("redis-cli is installed with redis-server");
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let cluster = Self { nodes, _dir: dir };
+        for _ in 0..200 {
+            let mut ok = true;
+            for node in &cluster.nodes {
+                ok &= node
+                    .command("CLUSTER INFO")
+                    .await
+                    .contains("cluster_state:ok");
+            }
+            if ok {
+                return cluster;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the cluster did not reach cluster_state:ok");
+    }
+
+    /// A node to give the gateway; it finds the others.
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
     }
 }
