@@ -11,6 +11,7 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir src benches \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > benches/auth.rs \
+    && echo 'fn main() {}' > benches/ratelimit.rs \
     && touch src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src target/release/proxyfn* target/release/deps/proxyfn* target/release/deps/libproxyfn* target/release/.fingerprint/proxyfn-*
