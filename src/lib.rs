@@ -3,7 +3,8 @@
 //! [`build`] turns a [`Config`] into the one [`axum::Router`] both runtimes serve. It reads
 //! like the path a request takes through the gateway:
 //!
-//! 1. request id: set or propagate `X-Request-Id`; render problem bodies with it;
+//! 1. request id: set or propagate `X-Request-Id`; render problem bodies with it; then W3C
+//!    trace context (continue or start the trace) and the access log (one event per request);
 //! 2. panics become 500 problems, never a dead runtime;
 //! 3. limits: header section (431), body (413), whole-request deadline (504);
 //! 4. path normalization (400 for ambiguous paths);
@@ -45,7 +46,9 @@ pub use config::{Config, ConfigError, Plan};
 pub use error::Error;
 
 use crate::{
-    limits::LimitsLayer, observability::RequestIdLayer, routes::normalize::NormalizePathLayer,
+    limits::LimitsLayer,
+    observability::{AccessLogLayer, RequestIdLayer, TraceContextLayer},
+    routes::normalize::NormalizePathLayer,
     upstream::Upstream,
 };
 
@@ -72,7 +75,8 @@ impl App {
         let router = wrap(
             routes::router(&plan, &upstreams, &providers, &limiter),
             &plan.server,
-        );
+        )
+        .layer(sensitive_headers(&plan));
         Ok(Self {
             plan,
             router,
@@ -95,6 +99,24 @@ fn internal_client() -> Result<reqwest::Client, ConfigError> {
         .map_err(|e| ConfigError::single("", format!("cannot build the HTTP client: {e}")))
 }
 
+/// Marks credential-carrying headers sensitive on both sides (tower-http), so no `Debug`
+/// print of a request or response, in any log, shows their values.
+fn sensitive_headers(plan: &Plan) -> tower_http::sensitive_headers::SetSensitiveHeadersLayer {
+    use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
+    let mut names = vec![AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE, SET_COOKIE];
+    for jwt in plan.auth.jwt.values() {
+        if let config::KeyLocation::Header(name) = &jwt.location {
+            names.push(name.clone());
+        }
+    }
+    for keys in plan.auth.api_keys.values() {
+        if let config::KeyLocation::Header(name) = &keys.location {
+            names.push(name.clone());
+        }
+    }
+    tower_http::sensitive_headers::SetSensitiveHeadersLayer::new(names)
+}
+
 /// The layers every request passes through before routing.
 fn wrap(routes: Router, server: &ServerSettings) -> Router {
     // `Router::layer` runs the last layer first: read this list from the bottom up.
@@ -109,6 +131,8 @@ fn wrap(routes: Router, server: &ServerSettings) -> Router {
         .layer(CatchPanicLayer::custom(|_panic| {
             Error::Internal("a request handler panicked".into()).into_response()
         }))
+        .layer(AccessLogLayer)
+        .layer(TraceContextLayer)
         .layer(RequestIdLayer)
 }
 

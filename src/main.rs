@@ -101,6 +101,7 @@ enum KeysCommand {
 const CONFIG_INVALID: u8 = 2;
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
     let in_lambda = runtime::in_lambda();
     init_logging(in_lambda);
@@ -132,7 +133,7 @@ fn main() -> ExitCode {
             }
             Err(error) => config_failure(&error, false),
         },
-        Command::Serve => serve(&config, &source, in_lambda),
+        Command::Serve => serve(&config, &source, in_lambda, started),
         Command::Keys(command) => match Plan::new(&config) {
             Ok(plan) => keys(&plan, command),
             Err(error) => config_failure(&error, false),
@@ -306,7 +307,12 @@ fn admin(work: impl std::future::Future<Output = Result<(), String>>) -> ExitCod
     }
 }
 
-fn serve(config: &config::Config, source: &config::ConfigSource, in_lambda: bool) -> ExitCode {
+fn serve(
+    config: &config::Config,
+    source: &config::ConfigSource,
+    in_lambda: bool,
+    started: std::time::Instant,
+) -> ExitCode {
     // Lambda runs one invocation at a time: a single-threaded runtime starts faster.
     let runtime = if in_lambda {
         tokio::runtime::Builder::new_current_thread()
@@ -337,7 +343,7 @@ fn serve(config: &config::Config, source: &config::ConfigSource, in_lambda: bool
         tracing::info!(config = %source, routes = app.plan.routes.len(), lambda = in_lambda, "proxyfn starting");
         let settings = app.plan.server.clone();
         let result = if in_lambda {
-            lambda::run(app.router, &settings)
+            lambda::run(app.router, &settings, started)
                 .await
                 .map_err(|e| e.to_string())
         } else {

@@ -276,6 +276,9 @@ impl RoutePolicy {
         for (name, value) in authenticated.inject {
             headers.insert(name, value);
         }
+        if let Some(notes) = crate::observability::Notes::of(request.extensions()) {
+            notes.principal(label, &authenticated.id);
+        }
         request.extensions_mut().insert(Principal {
             provider: label.clone(),
             id: authenticated.id,

@@ -1,8 +1,13 @@
-//! Logs and correlation: the request-id layer and the tracing subscriber set-up.
+//! Logs and correlation: request ids, W3C trace context, the access log, and the tracing
+//! subscriber set-up.
 
+mod access_log;
 mod request_id;
+pub mod trace_context;
 
+pub use access_log::{AccessLogLayer, ColdStart, Notes};
 pub use request_id::{RequestId, RequestIdLayer, X_REQUEST_ID};
+pub use trace_context::{TraceContext, TraceContextLayer};
 
 use std::io::IsTerminal;
 

@@ -198,6 +198,15 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// For the access log: `allowed`, or `store_error_allowed` when the store failed open.
+    pub fn outcome(&self) -> &'static str {
+        if self.state.is_some() {
+            "allowed"
+        } else {
+            "store_error_allowed"
+        }
+    }
+
     /// Adds `RateLimit-Policy` and `RateLimit` to a response.
     pub fn apply(self, headers: &mut HeaderMap) {
         headers.insert(RATELIMIT_POLICY.clone(), self.policy);

@@ -24,6 +24,7 @@ use crate::{
     auth::{Providers, RoutePolicy},
     config::{Plan, RouteAction, RoutePlan},
     error::Error,
+    observability::Notes,
     ratelimit::{RateLimiter, RouteLimits},
     upstream::Upstream,
 };
@@ -180,6 +181,9 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) ->
         Handler::Mock(_) => String::new(),
     };
     request.extensions_mut().insert(route.template.clone());
+    if let Some(notes) = Notes::of(request.extensions()) {
+        notes.route(&route.template.0);
+    }
     if let Some(policy) = &route.auth {
         if let Err(error) = policy.authorize(&mut request).await {
             return error.into_response();
@@ -187,10 +191,20 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) ->
     }
     let decision = match &route.limits {
         None => None,
-        Some(limits) => match limits.check(&request).await {
-            Ok(decision) => Some(decision),
-            Err(error) => return error.into_response(),
-        },
+        Some(limits) => {
+            let checked = limits.check(&request).await;
+            if let Some(notes) = Notes::of(request.extensions()) {
+                notes.rate_limit(match &checked {
+                    Ok(decision) => decision.outcome(),
+                    Err(Error::RateLimited { .. }) => "limited",
+                    Err(_) => "store_error_denied",
+                });
+            }
+            match checked {
+                Ok(decision) => Some(decision),
+                Err(error) => return error.into_response(),
+            }
+        }
     };
     let mut response = handle(route, request, &target).await;
     if let Some(decision) = decision {

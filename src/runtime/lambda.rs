@@ -10,6 +10,7 @@
 use std::{
     convert::Infallible,
     net::IpAddr,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -35,16 +36,25 @@ use crate::{
     config::ServerSettings,
     error::{Error, PROBLEM_JSON},
     limits::Deadline,
-    observability::X_REQUEST_ID,
+    observability::{ColdStart, X_REQUEST_ID},
     upstream::headers::X_FORWARDED_FOR,
 };
 
 /// Runs `router` as the Lambda function handler until the runtime stops.
-pub async fn run(router: Router, settings: &ServerSettings) -> Result<(), lambda_runtime::Error> {
+///
+/// `started` is when the process started, for the cold start's init time in the access log.
+pub async fn run(
+    router: Router,
+    settings: &ServerSettings,
+    started: Instant,
+) -> Result<(), lambda_runtime::Error> {
     let handler = Handler {
         router,
         strip_stage: settings.strip_stage,
         deadline_margin: settings.deadline_margin,
+        cold_start: Arc::new(Mutex::new(Some(ColdStart {
+            init: started.elapsed(),
+        }))),
     };
     lambda_runtime::run(lambda_runtime::service_fn(move |event| {
         let handler = handler.clone();
@@ -58,6 +68,8 @@ struct Handler {
     router: Router,
     strip_stage: bool,
     deadline_margin: Duration,
+    /// Taken by the first invocation.
+    cold_start: Arc<Mutex<Option<ColdStart>>>,
 }
 
 /// The response shapes the three front doors expect.
@@ -123,6 +135,14 @@ impl Handler {
             self.deadline_margin,
         )));
         parts.extensions.insert(context);
+        let cold_start = self
+            .cold_start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(cold_start) = cold_start {
+            parts.extensions.insert(cold_start);
+        }
         Request::from_parts(parts, Body::from(body))
     }
 }

@@ -41,6 +41,7 @@ use crate::{
     config::{ConfigError, HealthCheckSettings, UpstreamSettings},
     error::{Error, caused_by},
     limits::{BodyLimit, Deadline, is_body_limit_error},
+    observability::Notes,
     runtime::ClientInfo,
 };
 use breaker::CircuitBreaker;
@@ -91,6 +92,13 @@ impl OutboundBody {
                 .map(|b| reqwest::Body::wrap_stream(b.into_data_stream())),
         }
     }
+}
+
+/// For the access log: how many attempts a call took, and how long the last one took.
+#[derive(Default)]
+struct CallStats {
+    attempts: u32,
+    last_latency: Duration,
 }
 
 /// What one attempt came to.
@@ -167,6 +175,7 @@ impl Upstream {
             .get::<BodyLimit>()
             .map_or(u64::MAX, |l| l.0);
         let deadline = parts.extensions.get::<Deadline>().map(|d| d.0);
+        let notes = parts.extensions.get::<Arc<Notes>>().cloned();
         let headers = headers::to_upstream(parts.headers, &client);
         let may_retry = inner.retry.as_ref().is_some_and(|r| {
             r.settings.attempts > 1 && retry::is_repeatable(&parts.method, &headers)
@@ -191,9 +200,21 @@ impl Upstream {
                 .insert(CONTENT_LENGTH, HeaderValue::from(exact));
         }
 
-        let response = self
-            .call_with_retries(&mut outbound, path, deadline, may_retry, body_limit)
-            .await?;
+        let mut stats = CallStats::default();
+        let result = self
+            .call_with_retries(
+                &mut outbound,
+                path,
+                deadline,
+                may_retry,
+                body_limit,
+                &mut stats,
+            )
+            .await;
+        if let Some(notes) = notes {
+            notes.upstream(&inner.name, stats.attempts, stats.last_latency);
+        }
+        let response = result?;
         let mut response: http::Response<reqwest::Body> = response.into();
         headers::remove_hop_by_hop(response.headers_mut());
         Ok(response.map(|body| match permit {
@@ -212,6 +233,7 @@ impl Upstream {
         deadline: Option<Instant>,
         may_retry: bool,
         body_limit: u64,
+        stats: &mut CallStats,
     ) -> Result<reqwest::Response, Error> {
         let inner = &*self.0;
         let attempts = inner.retry.as_ref().map_or(1, |r| r.settings.attempts);
@@ -220,7 +242,11 @@ impl Upstream {
         }
         let mut attempt = 1;
         loop {
-            let outcome = self.attempt(outbound, path, deadline, body_limit).await?;
+            let started = Instant::now();
+            stats.attempts = attempt;
+            let outcome = self.attempt(outbound, path, deadline, body_limit).await;
+            stats.last_latency = started.elapsed();
+            let outcome = outcome?;
             let retryable = match &outcome {
                 Attempt::Answered(response) => retry::is_retryable_status(response.status()),
                 Attempt::Failed(Error::UpstreamUnavailable { .. }) => true,

@@ -182,6 +182,8 @@ impl RuntimeApi {
 struct Function {
     api: RuntimeApi,
     child: tokio::process::Child,
+    /// What the function printed on stdout (its JSON log lines).
+    lines: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -206,14 +208,26 @@ impl Function {
             .env("PROXYFN_CONFIG", &path)
             .envs(envs.iter().copied())
             .env_remove("PORT")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
+        let mut child = child;
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        let mut reader = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            child.stdout.take().unwrap(),
+        ));
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
         Self {
             api,
             child,
+            lines,
             _dir: dir,
         }
     }
@@ -1073,4 +1087,42 @@ async fn a_lambda_function_and_a_server_share_one_limit_through_redis() {
         header_values(&refused["headers"], "content-type"),
         ["application/problem+json"]
     );
+}
+
+#[tokio::test]
+async fn in_lambda_the_access_log_names_the_invocation_and_the_cold_start() {
+    let function =
+        Function::start("[[routes]]\npath = \"/ping\"\nresponse = { body = \"pong\" }\n").await;
+    let event = || function_url_event("GET", "/ping", "", json!({}), &[], None);
+    for _ in 0..2 {
+        assert_eq!(function.api.respond(event()).await["statusCode"], 200);
+    }
+    let mut events: Vec<Value> = vec![];
+    for _ in 0..200 {
+        events = function
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["target"] == "proxyfn::access")
+            .collect();
+        if events.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(events.len(), 2, "one event per invocation");
+    assert_eq!(events[0]["cold_start"], true);
+    assert!(events[0]["init_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(events[1]["cold_start"], false);
+    assert!(events[1]["init_ms"].is_null());
+    for event in &events {
+        assert_eq!(event["status"], 200);
+        assert_eq!(event["route"], "/ping");
+        assert_eq!(event["client_ip"], "203.0.113.42");
+        assert_eq!(event["bytes_out"], 4);
+        assert!(uuid::Uuid::parse_str(event["aws_request_id"].as_str().unwrap()).is_ok());
+    }
+    assert_ne!(events[0]["aws_request_id"], events[1]["aws_request_id"]);
 }

@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod lambda;
 mod limits;
+mod observability;
 mod proxy;
 mod ratelimit;
 mod resilience;

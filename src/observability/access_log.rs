@@ -1,0 +1,328 @@
+//! One access-log event per request (target `proxyfn::access`), written when the response body
+//! has been sent (or the client went away), so `latency_ms` and `bytes_out` are the real ones.
+//!
+//! Inner parts of the gateway add what only they know (route, principal, upstream, attempts,
+//! rate-limit decision) to the request's [`Notes`]. Nothing from headers is logged, so
+//! credentials (Authorization, Cookie, API keys) cannot leak here; client-controlled text
+//! that is logged (path, principal) has control characters escaped, so a request cannot
+//! forge log lines on a terminal.
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::{Duration, Instant},
+};
+
+use axum::{body::Body, extract::Request, response::Response};
+use bytes::Bytes;
+use http::{Extensions, Method};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tower::{Layer, Service};
+
+use super::{RequestId, trace_context::TraceContext};
+use crate::runtime::ClientInfo;
+
+/// What the inner layers learned about a request, for its access-log event.
+#[derive(Debug, Default)]
+pub struct Notes(Mutex<Noted>);
+
+#[derive(Debug, Default, Clone)]
+struct Noted {
+    route: Option<Arc<str>>,
+    principal: Option<String>,
+    upstream: Option<Arc<str>>,
+    upstream_latency: Option<Duration>,
+    attempts: u32,
+    rate_limit: Option<&'static str>,
+}
+
+impl Notes {
+    fn update(&self, f: impl FnOnce(&mut Noted)) {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// The note pad of the request whose extensions these are, if it is being logged.
+    pub fn of(extensions: &Extensions) -> Option<&Self> {
+        extensions.get::<Arc<Notes>>().map(|n| &**n)
+    }
+
+    pub fn route(&self, template: &Arc<str>) {
+        self.update(|n| n.route = Some(template.clone()));
+    }
+
+    pub fn principal(&self, provider: &str, id: &str) {
+        self.update(|n| n.principal = Some(format!("{provider}/{id}")));
+    }
+
+    /// An upstream call: `attempts` made, the last answering (or failing) after `latency`.
+    pub fn upstream(&self, name: &Arc<str>, attempts: u32, latency: Duration) {
+        self.update(|n| {
+            n.upstream = Some(name.clone());
+            n.attempts = attempts;
+            n.upstream_latency = Some(latency);
+        });
+    }
+
+    /// `allowed`, `limited`, or how a store failure was handled (`store_error_*`).
+    pub fn rate_limit(&self, decision: &'static str) {
+        self.update(|n| n.rate_limit = Some(decision));
+    }
+}
+
+/// Marks the first invocation of a Lambda execution environment, with its init time.
+#[derive(Clone, Copy, Debug)]
+pub struct ColdStart {
+    pub init: Duration,
+}
+
+/// Emits the access-log event of every request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AccessLogLayer;
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLogService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLogService { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AccessLogService<S> {
+    inner: S,
+}
+
+/// Everything the event needs, gathered at the start and finished with the response.
+struct Record {
+    start: Instant,
+    method: Method,
+    path: String,
+    request_id: String,
+    trace_id: Option<String>,
+    client_ip: Option<String>,
+    aws_request_id: Option<String>,
+    cold_start: Option<ColdStart>,
+    notes: Arc<Notes>,
+    bytes_in: Arc<AtomicU64>,
+    status: u16,
+}
+
+impl<S> Service<Request> for AccessLogService<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = AccessLogFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let notes = Arc::new(Notes::default());
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        let extensions = request.extensions();
+        let record = Record {
+            start: Instant::now(),
+            method: request.method().clone(),
+            path: request.uri().path().escape_debug().to_string(),
+            request_id: extensions
+                .get::<RequestId>()
+                .map(|id| id.as_str().to_owned())
+                .unwrap_or_default(),
+            trace_id: extensions
+                .get::<TraceContext>()
+                .map(TraceContext::trace_id_hex),
+            client_ip: extensions
+                .get::<ClientInfo>()
+                .and_then(|c| c.ip)
+                .map(|ip| ip.to_string()),
+            aws_request_id: extensions
+                .get::<lambda_http::lambda_runtime::Context>()
+                .map(|c| c.request_id.clone()),
+            cold_start: extensions.get::<ColdStart>().copied(),
+            notes: notes.clone(),
+            bytes_in: bytes_in.clone(),
+            status: 0,
+        };
+        let mut request = request.map(|body| {
+            Body::new(Counted {
+                inner: body,
+                count: bytes_in,
+            })
+        });
+        request.extensions_mut().insert(notes);
+        AccessLogFuture {
+            inner: self.inner.call(request),
+            record: Some(Box::new(record)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct AccessLogFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<Box<Record>>,
+    }
+}
+
+impl<F, E> std::future::Future for AccessLogFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let Some(mut record) = this.record.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        record.status = response.status().as_u16();
+        Poll::Ready(Ok(response.map(|body| {
+            Body::new(Logged {
+                inner: body,
+                bytes_out: 0,
+                record: Some(record),
+            })
+        })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Counts the bytes of the request body as they are read.
+    struct Counted {
+        #[pin]
+        inner: Body,
+        count: Arc<AtomicU64>,
+    }
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        let data = match &frame {
+            Some(Ok(frame)) => frame.data_ref(),
+            _ => None,
+        };
+        if let Some(data) = data {
+            this.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body; logs the request when it ends or is dropped.
+    struct Logged {
+        #[pin]
+        inner: Body,
+        bytes_out: u64,
+        record: Option<Box<Record>>,
+    }
+
+    impl PinnedDrop for Logged {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(record) = this.record.take() {
+                // HTTP/1 stops reading a body once Content-Length bytes are out.
+                let complete = this.inner.is_end_stream()
+                    || this.inner.size_hint().exact() == Some(*this.bytes_out);
+                emit(&record, *this.bytes_out, complete);
+            }
+        }
+    }
+}
+
+impl HttpBody for Logged {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes_out += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    if let Some(record) = this.record.take() {
+                        emit(&record, *this.bytes_out, true);
+                    }
+                }
+            }
+            // The end, or a failure that ends the body: either way the request is over.
+            None | Some(Err(_)) => {
+                if let Some(record) = this.record.take() {
+                    emit(&record, *this.bytes_out, frame.is_none());
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn emit(record: &Record, bytes_out: u64, completed: bool) {
+    let noted = record
+        .notes
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let millis = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::info!(
+        target: "proxyfn::access",
+        request_id = %record.request_id,
+        trace_id = record.trace_id.as_deref(),
+        method = %record.method,
+        route = noted.route.as_deref(),
+        path = %record.path,
+        status = record.status,
+        latency_ms = millis(record.start.elapsed()),
+        upstream = noted.upstream.as_deref(),
+        upstream_latency_ms = noted.upstream_latency.map(millis),
+        attempts = (noted.attempts > 0).then_some(noted.attempts),
+        client_ip = record.client_ip.as_deref(),
+        principal = noted.principal.as_deref().map(|p| p.escape_debug().to_string()),
+        rate_limit = noted.rate_limit,
+        bytes_in = record.bytes_in.load(Ordering::Relaxed),
+        bytes_out,
+        completed,
+        aws_request_id = record.aws_request_id.as_deref(),
+        cold_start = record.aws_request_id.as_ref().map(|_| record.cold_start.is_some()),
+        init_ms = record.cold_start.map(|c| millis(c.init)),
+        "request"
+    );
+}
