@@ -358,7 +358,8 @@ impl RouteLimits {
                     .filter(|c| !c.outcome.allowed)
                     .map(|c| &*c.policy.name)
                     .collect();
-                tracing::info!(policies = ?names, "rate limited");
+                // The access log records the refusal; this names the policies, for debugging.
+                tracing::debug!(policies = ?names, "rate limited");
                 let mut headers = HeaderMap::new();
                 Decision { policy, state }.apply(&mut headers);
                 Err(Error::RateLimited {
@@ -413,8 +414,8 @@ impl Shared {
     }
 }
 
-/// Store errors since start (for /ready and metrics).
 impl RateLimiter {
+    /// Redis failures since start (for metrics).
     pub fn store_errors(&self) -> u64 {
         self.shared.store_errors.load(Ordering::Relaxed)
     }
