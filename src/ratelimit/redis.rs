@@ -11,10 +11,11 @@ use std::sync::LazyLock;
 use futures_util::future::try_join_all;
 use redis::Script;
 
-use crate::redis_conn::Redis;
-
 use super::gcra::{Outcome, Quota};
-use crate::auth::{digest, hex};
+use crate::{
+    auth::{digest, hex},
+    redis_conn::Redis,
+};
 
 static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis_check.lua")));
 
