@@ -57,15 +57,15 @@ impl MemoryStore {
 
     /// Checks one request for `key` at `now`, recording it when allowed.
     pub fn check(&self, key: &str, quota: Quota, now: u64) -> Outcome {
-        self.update(key, now, |tat| gcra::check(tat, now, quota))
+        self.update(key, now, |tat| {
+            let outcome = gcra::check(tat, now, quota);
+            (outcome.tat, outcome)
+        })
     }
 
     /// Gives back one request that was allowed for `key`.
     pub fn refund(&self, key: &str, quota: Quota, now: u64) {
-        self.update(key, now, |tat| Outcome {
-            tat: gcra::refund(tat, quota),
-            ..gcra::check(0, now, quota)
-        });
+        self.update(key, now, |tat| (gcra::refund(tat, quota), ()));
     }
 
     /// How many keys are tracked (live or not yet swept).
@@ -73,29 +73,32 @@ impl MemoryStore {
         self.shards.iter().map(|s| lock(s).tats.len()).sum()
     }
 
-    fn update(&self, key: &str, now: u64, decide: impl FnOnce(u64) -> Outcome) -> Outcome {
+    /// Runs `step` on the key's TAT (0 when unknown) and stores the TAT it returns: in the
+    /// key's slot, in the shard's overflow bucket when the shard is full of live keys, or
+    /// nowhere when the new TAT is already in the past (a fresh key).
+    fn update<T>(&self, key: &str, now: u64, step: impl FnOnce(u64) -> (u64, T)) -> T {
         use std::hash::BuildHasher;
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
         let mut shard = lock(&self.shards[index]);
         if let Some(tat) = shard.tats.get_mut(key) {
-            let outcome = decide(*tat);
-            *tat = outcome.tat;
-            return outcome;
+            let (next, result) = step(*tat);
+            *tat = next;
+            return result;
         }
         if shard.tats.len() >= self.keys_per_shard && now >= shard.next_sweep {
             shard.tats.retain(|_, tat| *tat > now);
             shard.next_sweep = now + SWEEP_EVERY_US;
         }
         if shard.tats.len() >= self.keys_per_shard {
-            let outcome = decide(shard.overflow);
-            shard.overflow = outcome.tat;
-            return outcome;
+            let (next, result) = step(shard.overflow);
+            shard.overflow = next;
+            return result;
         }
-        let outcome = decide(0);
-        if outcome.tat > now {
-            shard.tats.insert(key.into(), outcome.tat);
+        let (next, result) = step(0);
+        if next > now {
+            shard.tats.insert(key.into(), next);
         }
-        outcome
+        result
     }
 }
 

@@ -349,15 +349,11 @@ impl RouteLimits {
             );
         }
         let state = HeaderValue::from_str(&state).ok();
-        let refused = checked.iter().filter(|c| !c.outcome.allowed);
-        match refused.map(|c| c.outcome.retry_after_us).max() {
+        let refused: Vec<&Checked<'_>> = checked.iter().filter(|c| !c.outcome.allowed).collect();
+        match refused.iter().map(|c| c.outcome.retry_after_us).max() {
             None => Ok(Decision { policy, state }),
             Some(wait_us) => {
-                let names: Vec<&str> = checked
-                    .iter()
-                    .filter(|c| !c.outcome.allowed)
-                    .map(|c| &*c.policy.name)
-                    .collect();
+                let names: Vec<&str> = refused.iter().map(|c| &*c.policy.name).collect();
                 // The access log records the refusal; this names the policies, for debugging.
                 tracing::debug!(policies = ?names, "rate limited");
                 let mut headers = HeaderMap::new();
