@@ -229,17 +229,16 @@ fn limits(plan: &Plan, command: LimitsCommand) -> ExitCode {
                 burst,
                 ..
             } => {
-                let quota = Quota {
-                    limit,
-                    period_us: u64::try_from(per.as_micros()).unwrap_or(u64::MAX),
-                    burst: burst.unwrap_or(limit),
-                };
-                if quota.limit == 0 || quota.burst == 0 || quota.period_us < u64::from(limit) {
-                    return Err(
-                        "limit and burst must be at least 1, and per at least 1µs per request"
-                            .into(),
-                    );
+                let burst = burst.unwrap_or(limit);
+                let problems = config::quota_problems(limit, per, burst);
+                if !problems.is_empty() {
+                    let listed: Vec<String> = problems
+                        .iter()
+                        .map(|(field, message)| format!("--{field} {message}"))
+                        .collect();
+                    return Err(listed.join("; "));
                 }
+                let quota = Quota::new(limit, per, burst);
                 let state = state_key(&policy_name, &key, sensitive);
                 store
                     .set_override(&state, quota)
@@ -252,10 +251,8 @@ fn limits(plan: &Plan, command: LimitsCommand) -> ExitCode {
                 match store.get_override(&state).await.map_err(redis_error)? {
                     Some(quota) => println!("{policy_name} {key}: {} (override)", describe(quota)),
                     None => println!(
-                        "{policy_name} {key}: {} per {} (burst {}), as configured",
-                        policy.limit,
-                        humantime::format_duration(policy.per),
-                        policy.burst
+                        "{policy_name} {key}: {}, as configured",
+                        describe(Quota::new(policy.limit, policy.per, policy.burst))
                     ),
                 }
             }

@@ -20,7 +20,7 @@ pub use plan::{
     RetrySettings, RouteAction, RoutePlan, ServerSettings, TargetPath, TemplatePart,
     UpstreamSettings, parse_digest,
 };
-pub use rate_limit::{LimitKey, PolicySettings, RateLimitSettings, RateLimitStore};
+pub use rate_limit::{LimitKey, PolicySettings, RateLimitSettings, RateLimitStore, quota_problems};
 pub use units::{ByteSize, HumanDuration};
 
 /// The whole configuration file.

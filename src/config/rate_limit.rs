@@ -75,6 +75,27 @@ impl LimitKey {
 /// The longest `per` accepted: a day, which keeps every Redis TTL short and every number small.
 const MAX_PERIOD: Duration = Duration::from_secs(86_400);
 
+/// What is wrong with a quota of `limit` per `per`, `burst` at once, as (field, message)
+/// pairs: the one rule for configured policies and for `proxyfn limits set`.
+pub fn quota_problems(limit: u32, per: Duration, burst: u32) -> Vec<(&'static str, &'static str)> {
+    let mut problems = vec![];
+    if limit == 0 {
+        problems.push(("limit", "must be at least 1"));
+    }
+    if per > MAX_PERIOD {
+        problems.push(("per", "must be at most 1 day"));
+    } else if per.as_micros() < u128::from(limit.max(1)) {
+        problems.push((
+            "per",
+            "too short for the limit: at most one request per microsecond",
+        ));
+    }
+    if burst == 0 {
+        problems.push(("burst", "must be at least 1"));
+    }
+    problems
+}
+
 pub(super) fn rate_limit_settings(config: &Config, problems: &mut Problems) -> RateLimitSettings {
     let section = &config.rate_limit;
     let store = match section.store {
@@ -135,21 +156,10 @@ fn policy_settings(
     let limit_key = LimitKey::parse(&policy.key)
         .map_err(|message| problems.add(format!("{key}.key"), message))
         .ok();
-    if policy.limit == 0 {
-        problems.add(format!("{key}.limit"), "must be at least 1");
-    }
     let per = policy.per.0;
-    if per > MAX_PERIOD {
-        problems.add(format!("{key}.per"), "must be at most 1 day");
-    } else if per.as_micros() < u128::from(policy.limit.max(1)) {
-        problems.add(
-            format!("{key}.per"),
-            "too short for the limit: at most one request per microsecond",
-        );
-    }
     let burst = policy.burst.unwrap_or(policy.limit);
-    if burst == 0 {
-        problems.add(format!("{key}.burst"), "must be at least 1");
+    for (field, message) in quota_problems(policy.limit, per, burst) {
+        problems.add(format!("{key}.{field}"), message);
     }
     (problems.0.len() == before).then_some(())?;
     Some(PolicySettings {

@@ -16,6 +16,15 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// `limit` requests per `per`, `burst` at once (validated by `config::quota_problems`).
+    pub fn new(limit: u32, per: std::time::Duration, burst: u32) -> Self {
+        Self {
+            limit,
+            period_us: u64::try_from(per.as_micros()).unwrap_or(u64::MAX),
+            burst,
+        }
+    }
+
     /// The time one request "costs": period / limit, at least 1 µs.
     pub fn interval(&self) -> u64 {
         (self.period_us / u64::from(self.limit.max(1))).max(1)

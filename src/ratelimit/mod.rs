@@ -74,11 +74,7 @@ struct Policy {
 
 impl Policy {
     fn new(settings: &PolicySettings, max_keys: usize) -> Self {
-        let quota = Quota {
-            limit: settings.limit,
-            period_us: u64::try_from(settings.per.as_micros()).unwrap_or(u64::MAX),
-            burst: settings.burst,
-        };
+        let quota = Quota::new(settings.limit, settings.per, settings.burst);
         Self {
             name: settings.name.as_str().into(),
             key: settings.key.clone(),
