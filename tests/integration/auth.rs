@@ -487,24 +487,9 @@ async fn api_keys_in_redis_are_added_and_revoked_at_runtime() {
         &upstream,
         &format!("store = \"redis\"\nredis_url = \"{}\"", redis.url()),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxyfn.toml");
-    std::fs::write(&path, &config).unwrap();
+    let file = ConfigFile::new(&config);
     let gateway = Gateway::start(&config).await;
-    let cli = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))
-            .args(args)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| file.run_ok(args);
 
     let key = cli(&[
         "keys",

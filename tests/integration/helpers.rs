@@ -336,3 +336,53 @@ pub fn config_with_upstream(url: &str, extra: &str) -> String {
 pub fn sha256_hex(text: &str) -> String {
     proxyfn::auth::hex(&proxyfn::auth::digest(text.as_bytes()))
 }
+
+/// A config file in a temporary directory of its own, and the real binary run against it.
+pub struct ConfigFile {
+    pub path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ConfigFile {
+    pub fn new(toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxyfn.toml");
+        std::fs::write(&path, toml).unwrap();
+        Self { path, _dir: dir }
+    }
+
+    /// Runs `proxyfn ARGS --config PATH`.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.path)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `proxyfn ARGS --config PATH`, expects success and returns stdout.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+/// Collects a child's stdout line by line, as it comes.
+pub fn capture_lines(stdout: tokio::process::ChildStdout) -> Arc<Mutex<Vec<String>>> {
+    use tokio::io::AsyncBufReadExt;
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = lines.clone();
+    let mut reader = tokio::io::BufReader::new(stdout).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = reader.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}

@@ -214,16 +214,7 @@ impl Function {
             .spawn()
             .unwrap();
         let mut child = child;
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = lines.clone();
-        let mut reader = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
-            child.stdout.take().unwrap(),
-        ));
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = reader.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let lines = capture_lines(child.stdout.take().unwrap());
         Self {
             api,
             child,

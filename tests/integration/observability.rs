@@ -8,7 +8,6 @@ use std::{
 };
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{helpers::*, signer::*};
 
@@ -44,14 +43,7 @@ impl Process {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = lines.clone();
-        let mut reader = BufReader::new(child.stdout.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = reader.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let lines = capture_lines(child.stdout.take().unwrap());
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await

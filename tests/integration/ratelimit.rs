@@ -437,29 +437,21 @@ async fn a_runtime_override_takes_effect_on_the_next_request() {
             sha256_hex("acme-key")
         )
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxyfn.toml");
-    std::fs::write(&path, &config).unwrap();
-    let cli = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))
-            .arg("limits")
-            .args(args)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let file = ConfigFile::new(&config);
+    let cli = |args: &[&str]| file.run_ok(&[&["limits"], args].concat());
     let gateway = Gateway::start(&config).await;
     let acme = [("x-api-key", "acme-key")];
     assert_eq!(get(&gateway, "/limited/x", &acme).await.status(), 200);
     assert_eq!(get(&gateway, "/limited/x", &acme).await.status(), 429);
 
+    let too_long = file.run(&[
+        "limits", "set", "per_user", "acme", "--limit", "1", "--per", "2d",
+    ]);
+    assert_eq!(too_long.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&too_long.stderr).contains("--per must be at most 1 day"),
+        "the same rules as [rate_limits]"
+    );
     let set = cli(&[
         "set", "per_user", "acme", "--limit", "100", "--per", "1m", "--burst", "10",
     ]);
@@ -483,21 +475,8 @@ async fn a_runtime_override_takes_effect_on_the_next_request() {
 
 #[tokio::test]
 async fn limits_commands_need_the_redis_store_and_a_known_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxyfn.toml");
-    std::fs::write(
-        &path,
-        "[rate_limits.p]\nkey = \"ip\"\nlimit = 1\nper = \"1s\"\n",
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))
-            .args(args)
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .unwrap()
-    };
+    let file = ConfigFile::new("[rate_limits.p]\nkey = \"ip\"\nlimit = 1\nper = \"1s\"\n");
+    let run = |args: &[&str]| file.run(args);
     let memory = run(&["limits", "get", "p", "ip:1.2.3.4"]);
     assert_eq!(memory.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&memory.stderr).contains("store = \"redis\""));
@@ -556,22 +535,9 @@ async fn a_redis_cluster_shares_limits_with_policies_in_different_slots() {
     assert_eq!(keys, 3, "a, b and the total");
 
     // Overrides work the same against a cluster.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxyfn.toml");
-    std::fs::write(&path, &config).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))
-        .args([
-            "limits", "set", "total", "global", "--limit", "100", "--per", "1h",
-        ])
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ConfigFile::new(&config).run_ok(&[
+        "limits", "set", "total", "global", "--limit", "100", "--per", "1h",
+    ]);
     assert_eq!(
         get(&one, "/limited/x", &b).await.status(),
         200,

@@ -23,7 +23,17 @@ impl RedisServer {
     }
 
     async fn start_on(port: u16) -> Self {
-        let child = tokio::process::Command::new("redis-server")
+        Self::spawn(port, &[], None).await
+    }
+
+    /// Starts `redis-server` on `port` with `extra` arguments, in `dir` when given, and
+    /// waits until it answers PING.
+    async fn spawn(port: u16, extra: &[&str], dir: Option<&std::path::Path>) -> Self {
+        let mut command = tokio::process::Command::new("redis-server");
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let child = command
             .args([
                 "--port",
                 &port.to_string(),
@@ -34,6 +44,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -114,32 +125,17 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..3 {
             let port = closed_port().await;
-            let bus_port = closed_port().await;
-            let child = tokio::process::Command::new("redis-server")
-                .current_dir(dir.path())
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &format!("nodes-{port}.conf"),
-                    "--cluster-port",
-                    &bus_port.to_string(),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("redis-server is installed (scripts/test installs it)");
-            let node = RedisServer { port, child };
-            node.wait_for_ping().await;
+            let bus_port = closed_port().await.to_string();
+            let config_file = format!("nodes-{port}.conf");
+            let cluster_args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &config_file,
+                "--cluster-port",
+                &bus_port,
+            ];
+            let node = RedisServer::spawn(port, &cluster_args, Some(dir.path())).await;
             nodes.push(node);
         }
         let addresses: Vec<String> = nodes
