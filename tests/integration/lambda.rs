@@ -1117,3 +1117,44 @@ async fn in_lambda_the_access_log_names_the_invocation_and_the_cold_start() {
     }
     assert_ne!(events[0]["aws_request_id"], events[1]["aws_request_id"]);
 }
+
+#[tokio::test]
+async fn in_lambda_rate_limit_refusals_are_problems_with_the_request_id() {
+    let upstream = Upstream::echo().await;
+    let route = |policy: &str| {
+        format!(
+            "[[routes]]\npath = \"/{policy}\"\nupstream = \"backend\"\nrate_limit = \"{policy}\"\n"
+        )
+    };
+    let config = format!(
+        "[upstreams.backend]\nurl = \"{}\"\n\
+         [rate_limits.one]\nkey = \"global\"\nlimit = 1\nper = \"1h\"\n{}",
+        upstream.url(),
+        route("one")
+    );
+    let memory = Function::start(&config).await;
+    let event = |path: &str, id: &str| {
+        function_url_event("GET", path, "", json!({ "x-request-id": id }), &[], None)
+    };
+    assert_eq!(
+        memory.api.respond(event("/one", "l-1")).await["statusCode"],
+        200
+    );
+    let refused = memory.api.respond(event("/one", "l-2")).await;
+    assert_eq!(refused["statusCode"], 429, "{refused}");
+    let problem: Value = serde_json::from_str(refused["body"].as_str().unwrap()).unwrap();
+    assert_problem_body(&problem, 429, "rate-limited", "l-2");
+
+    // Redis unreachable with on_store_error = "deny": 503, not a runtime error.
+    let down = Function::start(&format!(
+        "[rate_limit]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}\"\non_store_error = \"deny\"\n{config}",
+        closed_port().await
+    ))
+    .await;
+    let unavailable = down.api.respond(event("/one", "l-3")).await;
+    assert_eq!(unavailable["statusCode"], 503, "{unavailable}");
+    assert_eq!(header_values(&unavailable["headers"], "retry-after"), ["1"]);
+    let problem: Value = serde_json::from_str(unavailable["body"].as_str().unwrap()).unwrap();
+    assert_problem_body(&problem, 503, "rate-limit-unavailable", "l-3");
+    assert_eq!(upstream.requests().len(), 1);
+}
