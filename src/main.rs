@@ -8,7 +8,7 @@ use proxyfn::{
     App, ConfigError, Plan,
     auth::api_keys::{RedisKeys, StoredKey, generate_key},
     config::{self, LimitKey, RateLimitStore},
-    observability::init_logging,
+    observability::{init_logging, metrics},
     ratelimit::{
         gcra::Quota,
         redis::{RedisStore, state_key},
@@ -104,12 +104,15 @@ fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let cli = Cli::parse();
     let in_lambda = runtime::in_lambda();
-    init_logging(in_lambda);
 
     let (config, source) = match config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
-        Err(error) => return config_failure(&error, in_lambda),
+        Err(error) => {
+            init_logging(in_lambda, &config::LogConfig::default());
+            return config_failure(&error, in_lambda);
+        }
     };
+    init_logging(in_lambda, &config.log);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => match Plan::new(&config) {
             Ok(plan) => {
@@ -328,6 +331,17 @@ fn serve(
         }
     };
     runtime.block_on(async {
+        // Before the app is built, so start-up state (breakers closed) is recorded too.
+        if config.metrics.enabled {
+            let installed = if in_lambda {
+                metrics::install_emf(&config.metrics.namespace)
+            } else {
+                metrics::install_prometheus()
+            };
+            if let Err(error) = installed {
+                tracing::warn!(%error, "metrics are off");
+            }
+        }
         let app = match App::new(config).await {
             Ok(app) => app,
             Err(error) => {
@@ -371,16 +385,15 @@ fn serve(
 /// the Runtime API's init-error endpoint.
 fn config_failure(error: &ConfigError, report_to_lambda: bool) -> ExitCode {
     eprintln!("proxyfn: {error}");
-    if report_to_lambda {
-        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+    if report_to_lambda
+        && let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-        {
-            runtime.block_on(lambda::report_init_error(
-                "Runtime.ConfigError",
-                &error.to_string(),
-            ));
-        }
+    {
+        runtime.block_on(lambda::report_init_error(
+            "Runtime.ConfigError",
+            &error.to_string(),
+        ));
     }
     ExitCode::from(CONFIG_INVALID)
 }

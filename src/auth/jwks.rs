@@ -108,12 +108,11 @@ impl Jwks {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Arc<DecodingKey>, Failure> {
-        if let Some(loaded) = self.current() {
-            if loaded.expires_at > Instant::now() {
-                if let Some(key) = loaded.find(kid, alg) {
-                    return Ok(key);
-                }
-            }
+        if let Some(loaded) = self.current()
+            && loaded.expires_at > Instant::now()
+            && let Some(key) = loaded.find(kid, alg)
+        {
+            return Ok(key);
         }
         self.refresh(kid, alg).await
     }
@@ -126,12 +125,11 @@ impl Jwks {
         let mut last_fetch = self.fetching.lock().await;
         let now = Instant::now();
         // Another request may have fetched while this one waited.
-        if let Some(loaded) = self.current() {
-            if loaded.expires_at > now {
-                if let Some(key) = loaded.find(kid, alg) {
-                    return Ok(key);
-                }
-            }
+        if let Some(loaded) = self.current()
+            && loaded.expires_at > now
+            && let Some(key) = loaded.find(kid, alg)
+        {
+            return Ok(key);
         }
         let too_soon = last_fetch.is_some_and(|at| now.duration_since(at) < self.min_refresh);
         if !too_soon {

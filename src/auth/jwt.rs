@@ -145,10 +145,10 @@ impl JwtProvider {
     /// Verifies `token`, answering from the verified-token cache when it can.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, Failure> {
         let fingerprint = digest(token.as_bytes());
-        if let Some((claims, exp)) = self.lock().get(&fingerprint) {
-            if *exp > unix_now() {
-                return Ok(claims.clone());
-            }
+        if let Some((claims, exp)) = self.lock().get(&fingerprint)
+            && *exp > unix_now()
+        {
+            return Ok(claims.clone());
         }
         let claims = self.verify_uncached(token).await?;
         if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {

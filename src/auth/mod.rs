@@ -219,6 +219,10 @@ impl RoutePolicy {
                 Ok(authenticated) => return self.admit(request, provider, authenticated),
                 Err(Failure::Rejected(reason)) => {
                     self.audit(&provider.label, "", "deny", reason.code());
+                    crate::observability::metrics::record_auth_failure(
+                        &provider.label,
+                        reason.code(),
+                    );
                     // The most telling reason wins: anything beats "missing".
                     if refusal.is_none_or(|r| r == Reason::Missing) {
                         refusal = Some(reason);
@@ -255,6 +259,7 @@ impl RoutePolicy {
             .collect();
         if !missing.is_empty() {
             self.audit(label, &authenticated.id, "deny", "insufficient_scope");
+            crate::observability::metrics::record_auth_failure(label, "insufficient_scope");
             let wanted = self.scopes.join(" ");
             let challenge = HeaderValue::try_from(format!(
                 r#"{} realm="proxyfn", error="insufficient_scope", scope="{wanted}""#,

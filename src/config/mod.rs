@@ -5,6 +5,7 @@
 //! instead of silently disabling a policy.
 
 mod load;
+mod observability;
 mod plan;
 mod rate_limit;
 mod units;
@@ -14,11 +15,15 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 pub use load::{ConfigSource, load};
+pub use observability::{
+    DocsConfig, DocsSettings, LogConfig, LogFormat, LogSettings, MetricsConfig, MetricsSettings,
+    REDACTED, Redaction,
+};
 pub use plan::{
-    ApiKeyEntry, ApiKeySettings, AuthSettings, BUILTIN_PATHS, BreakerSettings, FaultSettings,
-    HealthCheckSettings, JwtKeySource, JwtSettings, KeyLocation, MockResponse, Plan, ProviderRef,
-    RetrySettings, RouteAction, RoutePlan, ServerSettings, TargetPath, TemplatePart,
-    UpstreamSettings, parse_digest,
+    ApiKeyEntry, ApiKeySettings, AuthSettings, BUILTIN_PATHS, BreakerSettings, DOCS_PATH,
+    FaultSettings, HealthCheckSettings, JwtKeySource, JwtSettings, KeyLocation, METRICS_PATH,
+    MockResponse, OPENAPI_PATH, Plan, ProviderRef, RetrySettings, RouteAction, RoutePlan,
+    ServerSettings, TargetPath, TemplatePart, UpstreamSettings, parse_digest,
 };
 pub use rate_limit::{LimitKey, PolicySettings, RateLimitSettings, RateLimitStore, quota_problems};
 pub use units::{ByteSize, HumanDuration};
@@ -33,6 +38,9 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub rate_limits: BTreeMap<String, RateLimitPolicyConfig>,
     pub routes: Vec<RouteConfig>,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub docs: DocsConfig,
 }
 
 /// `[rate_limit]`: where rate-limit state lives, shared by every policy.

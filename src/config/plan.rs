@@ -10,12 +10,29 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::{
-    ApiKeysConfig, Config, ConfigError, ConfigProblem, JwtConfig, KeyStoreKind, MockResponseConfig,
-    RateLimitSettings, RouteConfig,
+    ApiKeysConfig, Config, ConfigError, ConfigProblem, DocsSettings, JwtConfig, KeyStoreKind,
+    LogSettings, MetricsSettings, MockResponseConfig, RateLimitSettings, RouteConfig,
 };
 
 /// Paths the gateway serves itself; a configured route may not take them.
 pub const BUILTIN_PATHS: &[&str] = &["/health", "/ready"];
+/// Served when `[metrics] enabled` (server mode).
+pub const METRICS_PATH: &str = "/metrics";
+/// Served when `[docs] enabled`: the document, and Swagger UI under `/docs/`.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+pub const DOCS_PATH: &str = "/docs";
+
+/// Whether `path` (a route template) would be shadowed by an endpoint of the gateway itself.
+fn is_builtin(path: &str, config: &Config) -> bool {
+    BUILTIN_PATHS.contains(&path)
+        || (config.metrics.enabled && path == METRICS_PATH)
+        || (config.docs.enabled
+            && (path == OPENAPI_PATH
+                || path == DOCS_PATH
+                || path
+                    .strip_prefix(DOCS_PATH)
+                    .is_some_and(|rest| rest.starts_with('/'))))
+}
 
 /// The validated configuration the gateway runs from.
 #[derive(Clone, Debug)]
@@ -25,6 +42,9 @@ pub struct Plan {
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub routes: Vec<RoutePlan>,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
+    pub docs: DocsSettings,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -237,6 +257,9 @@ impl Plan {
                 .collect(),
         };
         let rate_limit = super::rate_limit::rate_limit_settings(config, &mut problems);
+        let log = super::observability::log_settings(config, &mut problems);
+        let metrics = super::observability::metrics_settings(config, &mut problems);
+        let docs = super::observability::docs_settings(config);
         let routes: Vec<(usize, RoutePlan)> = config
             .routes
             .iter()
@@ -255,6 +278,9 @@ impl Plan {
                 auth,
                 rate_limit,
                 routes,
+                log,
+                metrics,
+                docs,
             }),
             _ => Err(ConfigError {
                 problems: problems.0,
@@ -496,7 +522,7 @@ fn route_plan(
     let params = check_path_template(&route.path)
         .map_err(|message| problems.add(format!("{key}.path"), message))
         .unwrap_or_default();
-    if BUILTIN_PATHS.contains(&route.path.as_str()) {
+    if is_builtin(&route.path, config) {
         problems.add(
             format!("{key}.path"),
             format!("{:?} is a built-in endpoint of the gateway", route.path),

@@ -269,10 +269,10 @@ impl HttpBody for Logged {
                 if let Some(data) = frame.data_ref() {
                     *this.bytes_out += data.len() as u64;
                 }
-                if this.inner.is_end_stream() {
-                    if let Some(record) = this.record.take() {
-                        emit(&record, *this.bytes_out, true);
-                    }
+                if this.inner.is_end_stream()
+                    && let Some(record) = this.record.take()
+                {
+                    emit(&record, *this.bytes_out, true);
                 }
             }
             // The end, or a failure that ends the body: either way the request is over.
@@ -301,6 +301,22 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    let latency = record.start.elapsed();
+    super::metrics::record_request(&super::metrics::RequestSample {
+        route: noted.route.as_ref(),
+        method: &record.method,
+        status: record.status,
+        latency,
+        upstream: noted.upstream.as_ref().map(|name| {
+            (
+                name,
+                noted.attempts,
+                noted.upstream_latency.unwrap_or_default(),
+            )
+        }),
+        rate_limit: noted.rate_limit,
+        cold_start: record.cold_start.is_some(),
+    });
     let millis = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::info!(
         target: "proxyfn::access",
@@ -310,7 +326,7 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
         route = noted.route.as_deref(),
         path = %record.path,
         status = record.status,
-        latency_ms = millis(record.start.elapsed()),
+        latency_ms = millis(latency),
         upstream = noted.upstream.as_deref(),
         upstream_latency_ms = noted.upstream_latency.map(millis),
         attempts = (noted.attempts > 0).then_some(noted.attempts),

@@ -378,6 +378,7 @@ fn seconds_until_reset(outcome: Outcome, quota: Quota) -> u64 {
 impl Shared {
     fn store_failed(&self, error: &str) {
         let total = self.store_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::observability::metrics::record_rate_limit_store_error();
         self.degraded.store(true, Ordering::Relaxed);
         let now = self.clock.now();
         let last = self.last_logged.load(Ordering::Relaxed);

@@ -13,7 +13,12 @@ use axum::{
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, json};
 
-use crate::{error::Error, upstream::Upstream};
+use crate::{
+    config::{METRICS_PATH, Plan},
+    error::Error,
+    observability::metrics,
+    upstream::Upstream,
+};
 
 /// Keep in step with [`crate::config::BUILTIN_PATHS`], which reserves these paths.
 const HEALTH: &str = concat!(
@@ -23,9 +28,16 @@ const HEALTH: &str = concat!(
 );
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-pub fn router<S: Clone + Send + Sync + 'static>(routed_upstreams: Vec<Upstream>) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(
+    plan: &Plan,
+    routed_upstreams: Vec<Upstream>,
+) -> Router<S> {
     let readiness = Arc::new(routed_upstreams);
-    Router::new()
+    let mut router = Router::new();
+    if plan.metrics.enabled {
+        router = router.route(METRICS_PATH, get(prometheus).fallback(method_not_allowed));
+    }
+    router
         .route("/health", get(health).fallback(method_not_allowed))
         .route(
             "/ready",
@@ -47,6 +59,25 @@ async fn health() -> Response {
         HEALTH,
     )
         .into_response()
+}
+
+/// Prometheus text exposition format 0.0.4; 404 where nothing is scraped (Lambda, which
+/// writes EMF instead).
+async fn prometheus() -> Response {
+    match metrics::render_prometheus() {
+        Some(text) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                ),
+                (header::CACHE_CONTROL, NO_STORE),
+            ],
+            text,
+        )
+            .into_response(),
+        None => Error::RouteNotFound.into_response(),
+    }
 }
 
 async fn ready(State(upstreams): State<Arc<Vec<Upstream>>>) -> Response {

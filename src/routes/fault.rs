@@ -25,21 +25,21 @@ impl Fault {
 
     /// Sleeps if the delay fires; returns the error response if the abort fires.
     pub async fn inject(&self, route: &str) -> Option<Response> {
-        if let Some((delay, probability)) = self.delay {
-            if fastrand::f64() < probability {
-                tracing::info!(
-                    route,
-                    delay_ms = delay.as_millis() as u64,
-                    "fault injected: delay"
-                );
-                tokio::time::sleep(delay).await;
-            }
+        if let Some((delay, probability)) = self.delay
+            && fastrand::f64() < probability
+        {
+            tracing::info!(
+                route,
+                delay_ms = delay.as_millis() as u64,
+                "fault injected: delay"
+            );
+            tokio::time::sleep(delay).await;
         }
-        if let Some((status, probability)) = self.abort {
-            if fastrand::f64() < probability {
-                tracing::info!(route, status = status.as_u16(), "fault injected: abort");
-                return Some(Error::FaultInjected { status }.into_response());
-            }
+        if let Some((status, probability)) = self.abort
+            && fastrand::f64() < probability
+        {
+            tracing::info!(route, status = status.as_u16(), "fault injected: abort");
+            return Some(Error::FaultInjected { status }.into_response());
         }
         None
     }

@@ -44,13 +44,15 @@ pub fn router(
     // `/ready` reports the upstreams that routes depend on.
     let mut routed: Vec<Upstream> = Vec::new();
     for route in &plan.routes {
-        if let RouteAction::Proxy { upstream, .. } = &route.action {
-            if !routed.iter().any(|u| u.name() == upstream) {
-                routed.push(upstreams[upstream].clone());
-            }
+        if let RouteAction::Proxy { upstream, .. } = &route.action
+            && !routed.iter().any(|u| u.name() == upstream)
+        {
+            routed.push(upstreams[upstream].clone());
         }
     }
-    builtin::router(routed).fallback(dispatch).with_state(table)
+    builtin::router(plan, routed)
+        .fallback(dispatch)
+        .with_state(table)
 }
 
 struct RouteTable {
@@ -184,10 +186,10 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) ->
     if let Some(notes) = Notes::of(request.extensions()) {
         notes.route(&route.template.0);
     }
-    if let Some(policy) = &route.auth {
-        if let Err(error) = policy.authorize(&mut request).await {
-            return error.into_response();
-        }
+    if let Some(policy) = &route.auth
+        && let Err(error) = policy.authorize(&mut request).await
+    {
+        return error.into_response();
     }
     let decision = match &route.limits {
         None => None,
@@ -214,10 +216,10 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) ->
 }
 
 async fn handle(route: &Route, request: Request, target: &str) -> Response {
-    if let Some(fault) = &route.fault {
-        if let Some(response) = fault.inject(&route.template.0).await {
-            return response;
-        }
+    if let Some(fault) = &route.fault
+        && let Some(response) = fault.inject(&route.template.0).await
+    {
+        return response;
     }
     match &route.handler {
         Handler::Proxy(proxy) => proxy.forward(request, target).await,

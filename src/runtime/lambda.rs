@@ -93,6 +93,7 @@ impl Handler {
         let origin = payload.request_origin();
         let multi_value = alb_multi_value(&payload);
         let request: lambda_http::Request = payload.into();
+        let aws_request_id = context.request_id.clone();
         let request = self.to_router_request(request, context);
 
         let response = match self.router.oneshot(request).await {
@@ -100,7 +101,10 @@ impl Handler {
             Err(never) => match never {},
         };
         let (parts, body) = response.into_parts();
-        let body = match body.collect().await {
+        // The access log and the request's metrics are written when the body ends.
+        let collected = body.collect().await;
+        crate::observability::metrics::flush_emf(&aws_request_id);
+        let body = match collected {
             Ok(collected) => collected.to_bytes(),
             Err(error) => {
                 tracing::warn!(%error, "response body failed while buffering for Lambda");
@@ -124,10 +128,10 @@ impl Handler {
         };
         let event_context = parts.extensions.get::<RequestContext>();
         let client = client_info(event_context, &parts.headers);
-        if self.strip_stage {
-            if let Some(stage) = stage(event_context) {
-                strip_stage_prefix(&mut parts.uri, &stage);
-            }
+        if self.strip_stage
+            && let Some(stage) = stage(event_context)
+        {
+            strip_stage_prefix(&mut parts.uri, &stage);
         }
         parts.extensions.insert(client);
         parts.extensions.insert(Deadline(invocation_deadline(
@@ -267,10 +271,8 @@ fn event_body(headers: &HeaderMap, body: Bytes) -> (Option<EventBody>, bool) {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_none_or(is_textual);
-    if textual {
-        if let Ok(text) = std::str::from_utf8(&body) {
-            return (Some(EventBody::Text(text.to_owned())), false);
-        }
+    if textual && let Ok(text) = std::str::from_utf8(&body) {
+        return (Some(EventBody::Text(text.to_owned())), false);
     }
     (Some(EventBody::Binary(body.to_vec())), true)
 }

@@ -115,10 +115,9 @@ pub fn client_info(peer: SocketAddr, headers: &HeaderMap, trusted_proxies: usize
         .checked_sub(trusted_proxies)
         .map(|i| chain[i])
         .or(chain.first().copied())
+        && let Ok(ip) = entry.parse()
     {
-        if let Ok(ip) = entry.parse() {
-            info.ip = Some(ip);
-        }
+        info.ip = Some(ip);
     }
     info
 }

@@ -6,6 +6,7 @@
 //! it lets `half_open_requests` probes through: all succeeding closes it, one failing reopens.
 //! 5xx answers, timeouts and connect errors are failures; 4xx are the client's and are not.
 
+use crate::observability::metrics::record_breaker_state;
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -64,6 +65,7 @@ pub struct Ticket<'a> {
 impl CircuitBreaker {
     pub fn new(upstream: Arc<str>, settings: BreakerSettings, now: Instant) -> Self {
         let outcomes = Window::new(settings.window, now);
+        record_breaker_state(&upstream, 0);
         Self {
             upstream,
             settings,
@@ -91,6 +93,7 @@ impl CircuitBreaker {
                 in_flight: 0,
                 successes: 0,
             };
+            record_breaker_state(&self.upstream, 1);
             tracing::info!(upstream = %self.upstream, "circuit breaker half-open: probing");
         }
         let probe = match &mut inner.state {
@@ -130,6 +133,7 @@ impl CircuitBreaker {
                     inner.state = State::Open {
                         until: now + self.settings.open_for,
                     };
+                    record_breaker_state(&self.upstream, 2);
                     tracing::warn!(upstream = %self.upstream, failures, total, open_for = ?self.settings.open_for, "circuit breaker opened");
                 }
             }
@@ -145,12 +149,14 @@ impl CircuitBreaker {
                     inner.state = State::Open {
                         until: now + self.settings.open_for,
                     };
+                    record_breaker_state(&self.upstream, 2);
                     tracing::warn!(upstream = %self.upstream, "circuit breaker probe failed: open again");
                 } else {
                     *successes += 1;
                     if *successes >= self.settings.half_open_requests {
                         inner.state = State::Closed;
                         inner.outcomes.reset();
+                        record_breaker_state(&self.upstream, 0);
                         tracing::info!(upstream = %self.upstream, "circuit breaker closed");
                     }
                 }

@@ -259,13 +259,13 @@ impl Upstream {
             };
 
             let mut delay = policy.backoff(attempt);
-            if let Attempt::Answered(response) = &outcome {
-                if let Some(asked) = retry::retry_after(response.headers(), SystemTime::now()) {
-                    if asked > policy.settings.max_backoff {
-                        return finish(outcome);
-                    }
-                    delay = delay.max(asked);
+            if let Attempt::Answered(response) = &outcome
+                && let Some(asked) = retry::retry_after(response.headers(), SystemTime::now())
+            {
+                if asked > policy.settings.max_backoff {
+                    return finish(outcome);
                 }
+                delay = delay.max(asked);
             }
             // Start a retry only if the whole attempt fits before the deadline (in Lambda:
             // the invocation's, so a retry never starts that Lambda would cut off).

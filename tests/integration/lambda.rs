@@ -1158,3 +1158,95 @@ async fn in_lambda_rate_limit_refusals_are_problems_with_the_request_id() {
     assert_problem_body(&problem, 503, "rate-limit-unavailable", "l-3");
     assert_eq!(upstream.requests().len(), 1);
 }
+
+/// Checks one line against the CloudWatch Embedded Metric Format specification: `_aws` with a
+/// millisecond `Timestamp` and `CloudWatchMetrics` directives whose dimension and metric names
+/// are all members of the document (dimensions as strings, metrics as numbers or arrays).
+fn assert_emf(document: &Value) {
+    let aws = &document["_aws"];
+    assert!(
+        aws["Timestamp"].as_u64().unwrap() > 1_700_000_000_000,
+        "{document}"
+    );
+    let directives = aws["CloudWatchMetrics"].as_array().unwrap();
+    assert!(!directives.is_empty());
+    for directive in directives {
+        assert!(!directive["Namespace"].as_str().unwrap().is_empty());
+        for set in directive["Dimensions"].as_array().unwrap() {
+            let set = set.as_array().unwrap();
+            assert!(set.len() <= 30);
+            for name in set {
+                assert!(document[name.as_str().unwrap()].is_string(), "{document}");
+            }
+        }
+        for metric in directive["Metrics"].as_array().unwrap() {
+            let value = &document[metric["Name"].as_str().unwrap()];
+            assert!(
+                value.is_number()
+                    || value
+                        .as_array()
+                        .is_some_and(|a| a.iter().all(Value::is_number)),
+                "{document}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn in_lambda_metrics_are_emf_lines_flushed_once_per_invocation() {
+    let function =
+        Function::start("[[routes]]\npath = \"/ping\"\nresponse = { body = \"pong\" }\n").await;
+    let event = || function_url_event("GET", "/ping", "", json!({}), &[], None);
+    let emf = |function: &Function| -> Vec<Value> {
+        function
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e.get("_aws").is_some())
+            .collect()
+    };
+    let mut seen = vec![];
+    for invocation in 1..=2 {
+        assert_eq!(function.api.respond(event()).await["statusCode"], 200);
+        // Flushed before the response is returned.
+        seen = emf(&function);
+        let requests: Vec<&Value> = seen
+            .iter()
+            .filter(|d| d.get("proxyfn_requests_total").is_some())
+            .collect();
+        assert_eq!(requests.len(), invocation, "{seen:#?}");
+    }
+    for document in &seen {
+        assert_emf(document);
+        assert_eq!(
+            document["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "proxyfn"
+        );
+        assert_eq!(document["function"], "proxyfn");
+        assert!(uuid::Uuid::parse_str(document["aws_request_id"].as_str().unwrap()).is_ok());
+    }
+    let requests: Vec<&Value> = seen
+        .iter()
+        .filter(|d| d.get("proxyfn_requests_total").is_some())
+        .collect();
+    for document in &requests {
+        assert_eq!(
+            document["proxyfn_requests_total"], 1,
+            "a delta per invocation"
+        );
+        assert_eq!(document["route"], "/ping");
+        assert_eq!(document["status"], "2xx");
+    }
+    assert_ne!(requests[0]["aws_request_id"], requests[1]["aws_request_id"]);
+    let cold_starts: Vec<&Value> = seen
+        .iter()
+        .filter(|d| d.get("proxyfn_cold_starts_total").is_some())
+        .collect();
+    assert_eq!(cold_starts.len(), 1, "only the first invocation is cold");
+    assert_eq!(
+        cold_starts[0]["aws_request_id"],
+        requests[0]["aws_request_id"]
+    );
+}

@@ -84,6 +84,24 @@ impl Process {
         );
     }
 
+    /// Waits until `n` access events have been written.
+    async fn access_event_count(&self, n: usize) {
+        for _ in 0..200 {
+            let count = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|line| line.contains("\"target\":\"proxyfn::access\""))
+                .count();
+            if count >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("fewer than {n} access events: {}", self.output());
+    }
+
     fn output(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
@@ -245,4 +263,215 @@ async fn traceparent_reaches_the_upstream_with_the_same_trace_and_a_new_span() {
     assert_eq!(started.len(), 55);
     assert!(started.starts_with("00-") && !started.contains("4bf92f35"));
     assert!(seen.headers.get("tracestate").is_none());
+}
+
+/// One sample line of the Prometheus text format.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// A strict reader of the Prometheus text exposition format 0.0.4: every line is blank, a
+/// `# HELP`/`# TYPE` comment, or `name{label="value",...} value`, with `\\`, `\"` and `\n`
+/// escapes in label values; every sample belongs to a family declared by `# TYPE`.
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let is_name = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut families: Vec<(String, String)> = vec![];
+    let mut samples = vec![];
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    assert!(is_name(name), "{line}");
+                    assert!(
+                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                        "{line}"
+                    );
+                    families.push((name.to_owned(), kind.to_owned()));
+                }
+                (Some("HELP"), Some(name), _) => assert!(is_name(name), "{line}"),
+                _ => {}
+            }
+            continue;
+        }
+        let name_end = line
+            .find(['{', ' '])
+            .unwrap_or_else(|| panic!("bad line: {line}"));
+        let name = &line[..name_end];
+        assert!(is_name(name), "bad metric name: {line}");
+        let mut rest = &line[name_end..];
+        let mut labels = vec![];
+        if let Some(mut inner) = rest.strip_prefix('{') {
+            loop {
+                if let Some(after) = inner.strip_prefix('}') {
+                    rest = after;
+                    break;
+                }
+                let eq = inner
+                    .find("=\"")
+                    .unwrap_or_else(|| panic!("bad labels: {line}"));
+                let label = &inner[..eq];
+                assert!(is_name(label), "bad label name: {line}");
+                let mut value = String::new();
+                let mut chars = inner[eq + 2..].char_indices();
+                let end = loop {
+                    match chars.next() {
+                        Some((i, '"')) => break eq + 2 + i + 1,
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, 'n')) => value.push('\n'),
+                            Some((_, c @ ('\\' | '"'))) => value.push(c),
+                            _ => panic!("bad escape: {line}"),
+                        },
+                        Some((_, c)) => value.push(c),
+                        None => panic!("unterminated label value: {line}"),
+                    }
+                };
+                labels.push((label.to_owned(), value));
+                inner = inner[end..].strip_prefix(',').unwrap_or(&inner[end..]);
+            }
+        }
+        let value = rest.trim_start().split(' ').next().unwrap();
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            other => other
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| families.iter().any(|(f, k)| f == base && k == "histogram"))
+            .unwrap_or(name);
+        assert!(
+            families.iter().any(|(f, _)| f == family),
+            "no # TYPE for {name}"
+        );
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+/// The sum of the samples named `name` that carry all of `labels`.
+fn sample_sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
+    let upstream = Upstream::echo().await;
+    let config = config(&upstream).replace(
+        "[auth.jwt.main]",
+        "circuit_breaker = { failure_ratio = 0.5, min_requests = 20, window = \"10s\", open_for = \"30s\" }\n[auth.jwt.main]",
+    );
+    let gateway = Process::start(&config).await;
+    let token = Signer::hmac(SECRET.as_bytes()).sign(&claims("alice"));
+    for _ in 0..2 {
+        let response = client()
+            .get(gateway.url("/orders/7"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let forged = Signer::hmac(b"another-secret-of-at-least-32-bytes!!").sign(&claims("eve"));
+    let refused = client()
+        .get(gateway.url("/orders/8"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    // The access event (and the metrics) are written when the body ends; wait for them.
+    gateway.access_event_count(3).await;
+
+    let response = client().get(gateway.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.unwrap();
+    let samples = parse_prometheus(&text);
+
+    let route = ("route", "/orders/{id}");
+    let ok = [route, ("status", "2xx"), ("method", "GET")];
+    assert_eq!(
+        sample_sum(&samples, "proxyfn_requests_total", &ok),
+        2.0,
+        "{text}"
+    );
+    let unauthorized = [route, ("status", "4xx")];
+    assert_eq!(
+        sample_sum(&samples, "proxyfn_requests_total", &unauthorized),
+        1.0
+    );
+    let forged = [("provider", "jwt:main"), ("reason", "bad_signature")];
+    assert_eq!(
+        sample_sum(&samples, "proxyfn_auth_failures_total", &forged),
+        1.0
+    );
+    let allowed = [route, ("decision", "allowed")];
+    assert_eq!(
+        sample_sum(&samples, "proxyfn_rate_limit_decisions_total", &allowed),
+        2.0
+    );
+    // Histograms with buckets: both upstream calls are in the +Inf bucket.
+    let everything = [("upstream", "backend"), ("le", "+Inf")];
+    assert_eq!(
+        sample_sum(
+            &samples,
+            "proxyfn_upstream_duration_seconds_bucket",
+            &everything
+        ),
+        2.0
+    );
+    let fastest = [route, ("status", "2xx"), ("le", "0.001")];
+    assert!(samples.iter().any(|s| {
+        s.name == "proxyfn_request_duration_seconds_bucket"
+            && fastest
+                .iter()
+                .all(|(k, v)| s.labels.contains(&((*k).into(), (*v).into())))
+    }));
+    let closed = [("upstream", "backend")];
+    assert_eq!(
+        samples
+            .iter()
+            .filter(|s| s.name == "proxyfn_circuit_breaker_state")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        sample_sum(&samples, "proxyfn_circuit_breaker_state", &closed),
+        0.0
+    );
+    assert!(!text.contains("/orders/7"), "raw paths are never labels");
 }

@@ -1,0 +1,242 @@
+//! `[log]`, `[metrics]` and `[docs]`: how the gateway shows itself to operators.
+
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+use super::{Config, plan::Problems};
+
+/// `[log]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `proxyfn=debug,warn`); `RUST_LOG` wins when set.
+    pub level: Option<String>,
+    /// `auto` (JSON unless stdout is a terminal; always JSON in Lambda), `json` or `text`.
+    pub format: LogFormat,
+    /// JSON body fields never written to a log nor echoed in an error: a bare name matches the
+    /// member at any depth, a JSON pointer (`/card/number`) one place.
+    pub redact: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+/// `[metrics]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Record metrics: Prometheus text at `GET /metrics` in server mode, CloudWatch EMF lines
+    /// in Lambda.
+    pub enabled: bool,
+    /// The CloudWatch namespace of the EMF metrics.
+    pub namespace: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            namespace: "proxyfn".into(),
+        }
+    }
+}
+
+/// `[docs]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocsConfig {
+    /// Serve `GET /openapi.json` and Swagger UI at `GET /docs`.
+    pub enabled: bool,
+    /// `info.title` of the OpenAPI document.
+    pub title: String,
+    /// `info.version` of the OpenAPI document (the API's version, not the gateway's).
+    pub version: String,
+    /// `info.description`.
+    pub description: Option<String>,
+}
+
+impl Default for DocsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            title: "proxyfn".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: None,
+        }
+    }
+}
+
+/// The validated `[log]`.
+#[derive(Clone, Debug, Default)]
+pub struct LogSettings {
+    pub level: Option<String>,
+    pub format: LogFormat,
+    pub redact: Redaction,
+}
+
+/// Which JSON body members are secret.
+#[derive(Clone, Debug, Default)]
+pub struct Redaction {
+    names: Vec<String>,
+    pointers: Vec<String>,
+}
+
+/// What redacted values are replaced with.
+pub const REDACTED: &str = "[REDACTED]";
+
+impl Redaction {
+    pub fn new(fields: &[String]) -> Self {
+        let (pointers, names) = fields.iter().cloned().partition(|f| f.starts_with('/'));
+        Self { names, pointers }
+    }
+
+    /// Whether the value at `pointer` (RFC 6901) is, or lies inside, a redacted member.
+    pub fn covers(&self, pointer: &str) -> bool {
+        if self.pointers.iter().any(|p| {
+            pointer == p || (pointer.starts_with(p.as_str()) && pointer[p.len()..].starts_with('/'))
+        }) {
+            return true;
+        }
+        pointer
+            .split('/')
+            .skip(1)
+            .map(|token| token.replace("~1", "/").replace("~0", "~"))
+            .any(|token| self.names.contains(&token))
+    }
+
+    /// A copy of `value` with every redacted member's value replaced by [`REDACTED`].
+    pub fn apply(&self, value: &serde_json::Value) -> serde_json::Value {
+        let mut copy = value.clone();
+        if !self.names.is_empty() || !self.pointers.is_empty() {
+            self.redact_at(&mut copy, &mut String::new());
+        }
+        copy
+    }
+
+    fn redact_at(&self, value: &mut serde_json::Value, pointer: &mut String) {
+        let len = pointer.len();
+        match value {
+            serde_json::Value::Object(members) => {
+                for (name, member) in members.iter_mut() {
+                    pointer.push('/');
+                    pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                    if self.covers(pointer) {
+                        *member = serde_json::Value::String(REDACTED.into());
+                    } else {
+                        self.redact_at(member, pointer);
+                    }
+                    pointer.truncate(len);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (index, item) in items.iter_mut().enumerate() {
+                    pointer.push('/');
+                    pointer.push_str(&index.to_string());
+                    self.redact_at(item, pointer);
+                    pointer.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DocsSettings {
+    pub enabled: bool,
+    pub title: String,
+    pub version: String,
+    pub description: Option<String>,
+}
+
+pub(super) fn log_settings(config: &Config, problems: &mut Problems) -> LogSettings {
+    let log = &config.log;
+    if let Some(level) = &log.level
+        && let Err(error) = EnvFilter::try_new(level)
+    {
+        problems.add("log.level", format!("not a tracing filter: {error}"));
+    }
+    for (index, field) in log.redact.iter().enumerate() {
+        if field.is_empty() || field == "/" {
+            problems.add(
+                format!("log.redact[{index}]"),
+                "name a member, or a JSON pointer such as \"/card/number\"",
+            );
+        }
+    }
+    LogSettings {
+        level: log.level.clone(),
+        format: log.format,
+        redact: Redaction::new(&log.redact),
+    }
+}
+
+pub(super) fn metrics_settings(config: &Config, problems: &mut Problems) -> MetricsSettings {
+    let namespace = config.metrics.namespace.trim();
+    // CloudWatch: 1-255 characters, no colon-only oddities; keep to the documented set.
+    if namespace.is_empty()
+        || namespace.len() > 255
+        || namespace.starts_with(':')
+        || !namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/#:".contains(c) || c == ' ')
+    {
+        problems.add(
+            "metrics.namespace",
+            "1 to 255 characters of letters, digits and . _ - / # : or space",
+        );
+    }
+    MetricsSettings {
+        enabled: config.metrics.enabled,
+        namespace: namespace.to_owned(),
+    }
+}
+
+pub(super) fn docs_settings(config: &Config) -> DocsSettings {
+    let docs = &config.docs;
+    DocsSettings {
+        enabled: docs.enabled,
+        title: docs.title.clone(),
+        version: docs.version.clone(),
+        description: docs.description.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn redaction_matches_names_anywhere_and_pointers_in_one_place() {
+        let redaction = Redaction::new(&["password".into(), "/card/number".into()]);
+        let body = json!({
+            "user": { "password": "hunter2", "name": "ann" },
+            "card": { "number": "4111", "expiry": "12/30" },
+            "items": [{ "number": 3 }],
+        });
+        let redacted = redaction.apply(&body);
+        assert_eq!(redacted["user"]["password"], REDACTED);
+        assert_eq!(redacted["user"]["name"], "ann");
+        assert_eq!(redacted["card"]["number"], REDACTED);
+        assert_eq!(
+            redacted["items"][0]["number"], 3,
+            "the pointer is one place"
+        );
+        assert!(redaction.covers("/user/password"));
+        assert!(redaction.covers("/card/number/0"));
+        assert!(!redaction.covers("/card/numbers"));
+    }
+}
