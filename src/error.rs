@@ -71,8 +71,22 @@ pub enum Error {
     },
     #[error("the rate-limit store is unavailable")]
     RateLimitUnavailable,
+    #[error("request body is not {expected}")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("request body does not match the route's schema ({} errors)", .0.len())]
+    ValidationFailed(Vec<FieldError>),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// One reason a request body was refused: where (a JSON pointer, RFC 6901, in the URI
+/// fragment form RFC 9457 §3 shows) and why.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub pointer: String,
+    pub detail: String,
 }
 
 /// The problem details object (RFC 9457 §3.1), minus `request_id` which is added on render.
@@ -83,6 +97,9 @@ pub struct Problem {
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    /// RFC 9457 §3.2 extension member: each field a request body got wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
 }
 
 #[derive(Serialize)]
@@ -123,7 +140,11 @@ impl Error {
         match self {
             Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Error::InvalidPath(_) | Error::BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            Error::InvalidPath(_)
+            | Error::BadRequestBody(_)
+            | Error::InvalidJson(_)
+            | Error::ValidationFailed(_) => StatusCode::BAD_REQUEST,
+            Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::DeadlineExceeded | Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -248,6 +269,24 @@ impl Error {
                 "Service Unavailable",
                 "Rate limits cannot be checked right now; retry shortly.".to_owned(),
             ),
+            Error::UnsupportedMediaType { expected } => (
+                "unsupported-media-type",
+                "Unsupported Media Type",
+                format!("This route takes a body of type {expected}."),
+            ),
+            Error::InvalidJson(position) => (
+                "invalid-json",
+                "Bad Request",
+                format!("The request body is not valid JSON ({position})."),
+            ),
+            Error::ValidationFailed(errors) => (
+                "validation-failed",
+                "Bad Request",
+                format!(
+                    "The request body does not match the route's schema: {} error(s), listed in `errors`.",
+                    errors.len()
+                ),
+            ),
             Error::Internal(_) => (
                 "internal",
                 "Internal Server Error",
@@ -259,6 +298,10 @@ impl Error {
             title,
             status: self.status().as_u16(),
             detail,
+            errors: match self {
+                Error::ValidationFailed(errors) => Some(errors.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -326,6 +369,9 @@ fn problem_type(slug: &'static str) -> &'static str {
     types!(
         "route-not-found",
         "method-not-allowed",
+        "unsupported-media-type",
+        "invalid-json",
+        "validation-failed",
         "invalid-path",
         "payload-too-large",
         "headers-too-large",

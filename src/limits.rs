@@ -157,6 +157,17 @@ where
     }
 }
 
+/// What a request body that failed while being read comes to: 413 when it crossed the limit,
+/// else 400.
+pub fn body_read_error(error: axum::Error, body_limit: u64) -> Error {
+    let cause = error.into_inner();
+    if is_body_limit_error(&*cause) {
+        Error::PayloadTooLarge { limit: body_limit }
+    } else {
+        Error::BadRequestBody(cause)
+    }
+}
+
 /// True when `error`, or anything in its source chain, is the body limit being crossed.
 pub fn is_body_limit_error(error: &(dyn std::error::Error + 'static)) -> bool {
     crate::error::caused_by::<http_body_util::LengthLimitError>(error)

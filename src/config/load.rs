@@ -58,6 +58,9 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource), ConfigErr
             .split("__"),
     );
     let mut config: Config = figment.extract().map_err(from_figment)?;
+    if let ConfigSource::File(path) = &source {
+        config.base_dir = path.parent().map(Path::to_path_buf);
+    }
     apply_port_override(&mut config, std::env::var("PORT").ok().as_deref())?;
     Ok((config, source))
 }

@@ -8,6 +8,7 @@ mod load;
 mod observability;
 mod plan;
 mod rate_limit;
+mod schema;
 mod units;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ pub use plan::{
     ServerSettings, TargetPath, TemplatePart, UpstreamSettings, parse_digest,
 };
 pub use rate_limit::{LimitKey, PolicySettings, RateLimitSettings, RateLimitStore, quota_problems};
+pub use schema::RequestSchema;
 pub use units::{ByteSize, HumanDuration};
 
 /// The whole configuration file.
@@ -41,6 +43,10 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub docs: DocsConfig,
+    /// The directory relative paths in the file (`request_schema`) start from: the config
+    /// file's own, or the working directory.
+    #[serde(skip)]
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 /// `[rate_limit]`: where rate-limit state lives, shared by every policy.
@@ -390,6 +396,8 @@ pub struct RouteConfig {
     pub scopes: Vec<String>,
     /// `[rate_limits.NAME]` policies the request must pass, all of them.
     pub rate_limit: Option<OneOrMany>,
+    /// A JSON Schema file (relative to the config file) the request body must match.
+    pub request_schema: Option<String>,
 }
 
 /// `fault = { delay, delay_percent, abort_status, abort_percent }`

@@ -194,6 +194,8 @@ pub struct RoutePlan {
     pub scopes: Vec<String>,
     /// Names of `[rate_limits.NAME]` policies, all of which must pass.
     pub rate_limits: Vec<String>,
+    /// The JSON Schema the request body must match.
+    pub request_schema: Option<std::sync::Arc<super::RequestSchema>>,
 }
 
 #[derive(Clone, Debug)]
@@ -610,6 +612,14 @@ fn route_plan(
         .map(|fault| fault_settings(&format!("{key}.fault"), fault, problems));
     let auth = route_auth(&key, route, config, problems);
     let rate_limits = super::rate_limit::route_rate_limits(&key, route, config, problems);
+    let request_schema = route.request_schema.as_deref().and_then(|file| {
+        super::schema::load_request_schema(
+            &format!("{key}.request_schema"),
+            file,
+            config.base_dir.as_deref(),
+            problems,
+        )
+    });
 
     (problems.0.len() == before).then_some(())?;
     Some(RoutePlan {
@@ -621,6 +631,7 @@ fn route_plan(
         auth,
         scopes: route.scopes.clone(),
         rate_limits,
+        request_schema,
     })
 }
 

@@ -10,6 +10,7 @@ mod fault;
 mod mock;
 pub mod normalize;
 mod proxy;
+mod validate;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -22,7 +23,7 @@ use http::{HeaderValue, Method};
 
 use crate::{
     auth::{Providers, RoutePolicy},
-    config::{Plan, RouteAction, RoutePlan},
+    config::{Plan, Redaction, RouteAction, RoutePlan},
     error::Error,
     observability::Notes,
     ratelimit::{RateLimiter, RouteLimits},
@@ -73,6 +74,7 @@ struct Route {
     auth: Option<RoutePolicy>,
     limits: Option<RouteLimits>,
     fault: Option<fault::Fault>,
+    validator: Option<validate::RequestValidator>,
     handler: Handler,
 }
 
@@ -115,7 +117,7 @@ impl RouteTable {
             }
             let routes: Vec<Route> = plans
                 .into_iter()
-                .map(|plan| Route::new(plan, upstreams, providers, limiter))
+                .map(|route| Route::new(route, upstreams, providers, limiter, &plan.log.redact))
                 .collect();
             let allow = allow_header(&routes);
             paths.push(PathRoutes { routes, allow });
@@ -130,6 +132,7 @@ impl Route {
         upstreams: &BTreeMap<String, Upstream>,
         providers: &Providers,
         limiter: &RateLimiter,
+        redaction: &Redaction,
     ) -> Self {
         let handler = match &plan.action {
             RouteAction::Mock(response) => Handler::Mock(mock::MockRoute::new(response)),
@@ -145,6 +148,10 @@ impl Route {
             fault: plan.fault.as_ref().map(fault::Fault::new),
             auth: providers.policy(&plan.path, &plan.auth, &plan.scopes),
             limits: limiter.route(&plan.rate_limits),
+            validator: plan
+                .request_schema
+                .clone()
+                .map(|schema| validate::RequestValidator::new(schema, redaction.clone())),
             handler,
         }
     }
@@ -208,7 +215,22 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) ->
             }
         }
     };
-    let mut response = handle(route, request, &target).await;
+    let request = match &route.validator {
+        None => request,
+        Some(validator) => match validator.validate(request).await {
+            Ok(request) => request,
+            Err(error) => return with_rate_limit_headers(error.into_response(), decision),
+        },
+    };
+    let response = handle(route, request, &target).await;
+    with_rate_limit_headers(response, decision)
+}
+
+/// Responses of a limited route carry its `RateLimit` headers.
+fn with_rate_limit_headers(
+    mut response: Response,
+    decision: Option<crate::ratelimit::Decision>,
+) -> Response {
     if let Some(decision) = decision {
         decision.apply(response.headers_mut());
     }

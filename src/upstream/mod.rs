@@ -40,7 +40,7 @@ pub use breaker::BreakerState;
 use crate::{
     config::{ConfigError, HealthCheckSettings, UpstreamSettings},
     error::{Error, caused_by},
-    limits::{BodyLimit, Deadline, is_body_limit_error},
+    limits::{BodyLimit, Deadline, body_read_error, is_body_limit_error},
     observability::Notes,
     runtime::ClientInfo,
 };
@@ -460,14 +460,7 @@ async fn outbound_body(body: Body, max_kept: u64, body_limit: u64) -> Result<Out
     match size.exact() {
         Some(length) if length <= max_kept => match body.collect().await {
             Ok(collected) => Ok(OutboundBody::Kept(collected.to_bytes())),
-            Err(error) => {
-                let cause = error.into_inner();
-                if is_body_limit_error(&*cause) {
-                    Err(Error::PayloadTooLarge { limit: body_limit })
-                } else {
-                    Err(Error::BadRequestBody(cause))
-                }
-            }
+            Err(error) => Err(body_read_error(error, body_limit)),
         },
         _ => Ok(OutboundBody::Stream(Some(body))),
     }

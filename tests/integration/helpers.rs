@@ -351,6 +351,11 @@ impl ConfigFile {
         Self { path, _dir: dir }
     }
 
+    /// The directory of the config file (relative paths in it start here).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// Runs `proxyfn ARGS --config PATH`.
     pub fn run(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))

@@ -15,3 +15,4 @@ mod proxy;
 mod ratelimit;
 mod resilience;
 mod server;
+mod validation;

@@ -1,0 +1,119 @@
+//! `request_schema`: the request body is checked against the route's JSON Schema before the
+//! upstream is called, so backends only ever see bodies of the documented shape.
+//!
+//! GET, HEAD and OPTIONS carry no body to check. Other methods need a JSON body
+//! (`application/json` or a `+json` type, else 415); invalid JSON is 400 `invalid-json`; a body
+//! that breaks the schema is 400 `validation-failed` listing every error with its JSON pointer
+//! (RFC 6901). The body forwarded is the one received, byte for byte.
+//!
+//! Values of `[log] redact` fields never appear in an error message nor in the debug log of a
+//! refused body.
+
+use std::sync::Arc;
+
+use axum::{body::Body, extract::Request};
+use http::{Method, header};
+
+use crate::{
+    config::{Redaction, RequestSchema},
+    error::{Error, FieldError},
+    limits::{BodyLimit, body_read_error},
+};
+
+/// At most this many errors are listed; a huge body cannot make a huge problem.
+const MAX_ERRORS: usize = 20;
+
+pub struct RequestValidator {
+    schema: Arc<RequestSchema>,
+    redaction: Redaction,
+}
+
+impl RequestValidator {
+    pub fn new(schema: Arc<RequestSchema>, redaction: Redaction) -> Self {
+        Self { schema, redaction }
+    }
+
+    /// Returns the request with its body intact, or the problem to answer with.
+    pub async fn validate(&self, request: Request) -> Result<Request, Error> {
+        if matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS
+        ) {
+            return Ok(request);
+        }
+        if !is_json(request.headers().get(header::CONTENT_TYPE)) {
+            return Err(Error::UnsupportedMediaType {
+                expected: "application/json",
+            });
+        }
+        let (parts, body) = request.into_parts();
+        // The limits layer already bounds the body; reading it whole is safe.
+        let limit = parts
+            .extensions
+            .get::<BodyLimit>()
+            .map_or(u64::MAX, |l| l.0);
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .map_err(|e| body_read_error(e, limit))?;
+        let instance: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            // serde_json's message names the position and what was expected, never the input.
+            Error::InvalidJson(format!("line {}, column {}", e.line(), e.column()))
+        })?;
+        let errors: Vec<FieldError> = self
+            .schema
+            .validator
+            .iter_errors(&instance)
+            .take(MAX_ERRORS)
+            .map(|error| {
+                let pointer = error.instance_path().as_str().to_owned();
+                let detail = if self.redaction.covers(&pointer) {
+                    error.masked().to_string()
+                } else {
+                    error.to_string()
+                };
+                FieldError {
+                    pointer: format!("#{pointer}"),
+                    detail,
+                }
+            })
+            .collect();
+        if !errors.is_empty() {
+            tracing::debug!(
+                schema = %self.schema.file,
+                body = %self.redaction.apply(&instance),
+                "request body refused by its schema"
+            );
+            return Err(Error::ValidationFailed(errors));
+        }
+        Ok(Request::from_parts(parts, Body::from(bytes)))
+    }
+}
+
+/// `application/json` or any `+json` structured syntax suffix (RFC 6839).
+fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
+    let Some(essence) = content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn json_media_types_include_structured_suffixes() {
+        let json = |v: &'static str| is_json(Some(&HeaderValue::from_static(v)));
+        assert!(json("application/json"));
+        assert!(json("Application/JSON; charset=utf-8"));
+        assert!(json("application/merge-patch+json"));
+        assert!(!json("text/plain"));
+        assert!(!is_json(None));
+    }
+}
