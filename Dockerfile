@@ -24,6 +24,7 @@ RUN cargo build --release --locked
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/proxyfn /usr/local/bin/proxyfn
 COPY proxyfn.toml /etc/proxyfn/proxyfn.toml
+COPY schemas /etc/proxyfn/schemas
 ENV PROXYFN_CONFIG=/etc/proxyfn/proxyfn.toml \
     PROXYFN_SERVER__LISTEN=0.0.0.0:8080 \
     RUST_LOG=info

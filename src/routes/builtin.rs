@@ -5,18 +5,20 @@
 use std::{sync::Arc, time::Instant};
 
 use axum::{
-    Json, Router,
-    extract::State,
+    Extension, Json, Router,
+    extract::{Path, State},
     response::{IntoResponse, Response},
     routing::get,
 };
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Map, json};
 
 use crate::{
-    config::{METRICS_PATH, Plan},
+    config::{DOCS_PATH, METRICS_PATH, OPENAPI_PATH, Plan},
     error::Error,
     observability::metrics,
+    runtime::StagePrefix,
     upstream::Upstream,
 };
 
@@ -34,6 +36,29 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 ) -> Router<S> {
     let readiness = Arc::new(routed_upstreams);
     let mut router = Router::new();
+    if plan.docs.enabled {
+        let docs = Arc::new(Docs::new(plan));
+        router = router
+            .route(
+                OPENAPI_PATH,
+                get(openapi_json)
+                    .fallback(method_not_allowed)
+                    .with_state(docs.clone()),
+            )
+            .route(DOCS_PATH, get(docs_redirect).fallback(method_not_allowed))
+            .route(
+                "/docs/",
+                get(swagger_ui)
+                    .fallback(method_not_allowed)
+                    .with_state(docs.clone()),
+            )
+            .route(
+                "/docs/{*file}",
+                get(swagger_ui)
+                    .fallback(method_not_allowed)
+                    .with_state(docs),
+            );
+    }
     if plan.metrics.enabled {
         router = router.route(METRICS_PATH, get(prometheus).fallback(method_not_allowed));
     }
@@ -77,6 +102,82 @@ async fn prometheus() -> Response {
         )
             .into_response(),
         None => Error::RouteNotFound.into_response(),
+    }
+}
+
+/// The OpenAPI document, serialized once; and Swagger UI's configuration.
+struct Docs {
+    document: serde_json::Value,
+    json: Bytes,
+    swagger: Arc<utoipa_swagger_ui::Config<'static>>,
+}
+
+impl Docs {
+    fn new(plan: &Plan) -> Self {
+        let document = crate::docs::openapi(plan);
+        let json = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
+        // Relative to /docs/, so it also resolves under an API Gateway stage (/prod/docs/).
+        let swagger = Arc::new(utoipa_swagger_ui::Config::new(["../openapi.json"]));
+        Self {
+            document,
+            json,
+            swagger,
+        }
+    }
+}
+
+async fn openapi_json(
+    State(docs): State<Arc<Docs>>,
+    stage: Option<Extension<StagePrefix>>,
+) -> Response {
+    let body = match stage {
+        Some(Extension(StagePrefix(prefix))) => Bytes::from(
+            serde_json::to_vec(&crate::docs::with_server(&docs.document, &prefix))
+                .unwrap_or_default(),
+        ),
+        None => docs.json.clone(),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `/docs` to `/docs/`, with a relative `Location` (RFC 9110 §10.2.2) that keeps any stage.
+async fn docs_redirect() -> Response {
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, HeaderValue::from_static("docs/"))],
+    )
+        .into_response()
+}
+
+/// Swagger UI's files, embedded in the binary (utoipa-swagger-ui's vendored assets): the
+/// page works with no network access.
+async fn swagger_ui(State(docs): State<Arc<Docs>>, file: Option<Path<String>>) -> Response {
+    let file = file.map(|Path(file)| file).unwrap_or_default();
+    match utoipa_swagger_ui::serve(&file, docs.swagger.clone()) {
+        Ok(Some(found)) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_str(&found.content_type)
+                        .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+                ),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=3600"),
+                ),
+            ],
+            found.bytes.into_owned(),
+        )
+            .into_response(),
+        Ok(None) => Error::RouteNotFound.into_response(),
+        Err(error) => Error::Internal(format!("swagger ui: {error}")).into_response(),
     }
 }
 

@@ -31,7 +31,7 @@ use lambda_http::{
 use serde::Serialize;
 use tower::ServiceExt;
 
-use super::{ClientInfo, LAMBDA_RUNTIME_API};
+use super::{ClientInfo, LAMBDA_RUNTIME_API, StagePrefix};
 use crate::{
     config::ServerSettings,
     error::{Error, PROBLEM_JSON},
@@ -130,8 +130,9 @@ impl Handler {
         let client = client_info(event_context, &parts.headers);
         if self.strip_stage
             && let Some(stage) = stage(event_context)
+            && strip_stage_prefix(&mut parts.uri, &stage)
         {
-            strip_stage_prefix(&mut parts.uri, &stage);
+            parts.extensions.insert(StagePrefix(format!("/{stage}")));
         }
         parts.extensions.insert(client);
         parts.extensions.insert(Deadline(invocation_deadline(
@@ -170,14 +171,14 @@ fn stage(context: Option<&RequestContext>) -> Option<String> {
     (stage != "$default" && !stage.is_empty()).then(|| stage.to_owned())
 }
 
-/// Removes `/{stage}` from the front of the path, on a segment boundary.
-fn strip_stage_prefix(uri: &mut http::Uri, stage: &str) {
+/// Removes `/{stage}` from the front of the path, on a segment boundary; true if it did.
+fn strip_stage_prefix(uri: &mut http::Uri, stage: &str) -> bool {
     let path = uri.path();
     let Some(rest) = path.strip_prefix('/').and_then(|p| p.strip_prefix(stage)) else {
-        return;
+        return false;
     };
     if !(rest.is_empty() || rest.starts_with('/')) {
-        return;
+        return false;
     }
     let new_path = if rest.is_empty() { "/" } else { rest };
     let path_and_query = match uri.query() {
@@ -185,11 +186,16 @@ fn strip_stage_prefix(uri: &mut http::Uri, stage: &str) {
         None => new_path.to_owned(),
     };
     let mut parts = uri.clone().into_parts();
-    if let Ok(pq) = path_and_query.parse() {
-        parts.path_and_query = Some(pq);
-        if let Ok(new_uri) = http::Uri::from_parts(parts) {
+    let Ok(pq) = path_and_query.parse() else {
+        return false;
+    };
+    parts.path_and_query = Some(pq);
+    match http::Uri::from_parts(parts) {
+        Ok(new_uri) => {
             *uri = new_uri;
+            true
         }
+        Err(_) => false,
     }
 }
 
@@ -360,15 +366,15 @@ mod tests {
     #[test]
     fn the_stage_is_stripped_only_on_a_segment_boundary() {
         let mut uri: http::Uri = "https://h/prod/users/1?a=1".parse().unwrap();
-        strip_stage_prefix(&mut uri, "prod");
+        assert!(strip_stage_prefix(&mut uri, "prod"));
         assert_eq!(uri.path_and_query().unwrap().as_str(), "/users/1?a=1");
 
         let mut root: http::Uri = "/prod".parse().unwrap();
-        strip_stage_prefix(&mut root, "prod");
+        assert!(strip_stage_prefix(&mut root, "prod"));
         assert_eq!(root.path(), "/");
 
         let mut other: http::Uri = "/production/x".parse().unwrap();
-        strip_stage_prefix(&mut other, "prod");
+        assert!(!strip_stage_prefix(&mut other, "prod"));
         assert_eq!(other.path(), "/production/x");
     }
 

@@ -16,6 +16,11 @@ pub fn in_lambda() -> bool {
     std::env::var_os(LAMBDA_RUNTIME_API).is_some()
 }
 
+/// The API Gateway stage prefix (`/prod`) removed from the path before routing; the
+/// OpenAPI document served under it names it as its server URL.
+#[derive(Clone, Debug)]
+pub struct StagePrefix(pub String);
+
 /// Who sent the request, as established by the runtime and never by a spoofable header.
 #[derive(Clone, Debug)]
 pub struct ClientInfo {

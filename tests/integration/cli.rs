@@ -185,4 +185,5 @@ fn the_checked_in_openapi_document_matches_proxyfn_toml() {
         generated, checked_in,
         "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
     );
+    crate::docs::assert_valid_openapi_31(&checked_in);
 }

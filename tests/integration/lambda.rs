@@ -1250,3 +1250,99 @@ async fn in_lambda_metrics_are_emf_lines_flushed_once_per_invocation() {
         requests[0]["aws_request_id"]
     );
 }
+
+#[tokio::test]
+async fn in_lambda_the_openapi_document_names_the_stage_as_its_server() {
+    let function =
+        Function::start("[[routes]]\npath = \"/ping\"\nresponse = { body = \"pong\" }\n").await;
+    let host: &[(&str, &[&str])] = &[("Host", &["wt6mne2s9k.execute-api.us-east-1.amazonaws.com"])];
+
+    let response = function
+        .api
+        .respond(rest_event(
+            "GET",
+            "/openapi.json",
+            "prod",
+            json!({}),
+            host,
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let document: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    crate::docs::assert_valid_openapi_31(&document);
+    assert_eq!(document["servers"], json!([{ "url": "/prod" }]));
+    assert!(document["paths"]["/ping"]["get"].is_object());
+
+    // /prod/docs -> "docs/" resolves to /prod/docs/ in the browser.
+    let redirect = function
+        .api
+        .respond(rest_event("GET", "/docs", "prod", json!({}), host, None))
+        .await;
+    assert_eq!(redirect["statusCode"], 302);
+    assert_eq!(
+        header_values(&redirect["multiValueHeaders"], "location"),
+        ["docs/"]
+    );
+
+    // Function URLs have no stage.
+    let response = function
+        .api
+        .respond(function_url_event(
+            "GET",
+            "/openapi.json",
+            "",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    let document: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(document["servers"], json!([{ "url": "/" }]));
+}
+
+#[tokio::test]
+async fn in_lambda_a_body_breaking_the_request_schema_is_a_400_problem() {
+    let upstream = Upstream::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("thing.json");
+    std::fs::write(&schema, r#"{"type":"object","required":["name"]}"#).unwrap();
+    let function = Function::start(&format!(
+        "[upstreams.backend]\nurl = \"{}\"\n[[routes]]\npath = \"/things\"\nupstream = \"backend\"\nrequest_schema = {:?}\n",
+        upstream.url(),
+        schema.display().to_string()
+    ))
+    .await;
+    let json_type = json!({ "content-type": "application/json" });
+    let refused = function
+        .api
+        .respond(function_url_event(
+            "POST",
+            "/things",
+            "",
+            json_type.clone(),
+            &[],
+            Some(("{}", false)),
+        ))
+        .await;
+    assert_eq!(refused["statusCode"], 400, "{refused}");
+    let problem: Value = serde_json::from_str(refused["body"].as_str().unwrap()).unwrap();
+    assert_eq!(problem["type"], "urn:proxyfn:problem:validation-failed");
+    assert_eq!(problem["errors"][0]["pointer"], "#");
+    assert!(!problem["request_id"].as_str().unwrap().is_empty());
+    assert!(upstream.requests().is_empty());
+
+    let accepted = function
+        .api
+        .respond(function_url_event(
+            "POST",
+            "/things",
+            "",
+            json_type,
+            &[],
+            Some(("{\"name\":\"x\"}", false)),
+        ))
+        .await;
+    assert_eq!(accepted["statusCode"], 200, "{accepted}");
+    assert_eq!(upstream.last().body, "{\"name\":\"x\"}".as_bytes());
+}

@@ -23,6 +23,11 @@ struct Process {
 
 impl Process {
     async fn start(config: &str) -> Self {
+        Self::start_with_log(config, Some("info")).await
+    }
+
+    /// `rust_log`: the RUST_LOG to run with; `None` leaves the level to `[log] level`.
+    async fn start_with_log(config: &str, rust_log: Option<&str>) -> Self {
         let port = closed_port().await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxyfn.toml");
@@ -36,7 +41,8 @@ impl Process {
             .arg(&path)
             .env_remove("AWS_LAMBDA_RUNTIME_API")
             .env_remove("PORT")
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
+            .envs(rust_log.map(|level| ("RUST_LOG", level)))
             .env("OBS_JWT_SECRET", SECRET)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -474,4 +480,51 @@ async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
         0.0
     );
     assert!(!text.contains("/orders/7"), "raw paths are never labels");
+}
+
+#[tokio::test]
+async fn log_level_comes_from_the_config_and_redacted_fields_never_reach_the_log() {
+    let upstream = Upstream::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("login.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","properties":{"user":{"type":"string"},"password":{"type":"string","minLength":20}}}"#,
+    )
+    .unwrap();
+    let gateway = Process::start_with_log(
+        &format!(
+            "[log]\nlevel = \"proxyfn=debug,warn\"\nredact = [\"password\"]\n\
+             [upstreams.backend]\nurl = \"{}\"\n\
+             [[routes]]\npath = \"/login\"\nupstream = \"backend\"\nrequest_schema = {:?}\n",
+            upstream.url(),
+            schema.display().to_string()
+        ),
+        None,
+    )
+    .await;
+    let response = client()
+        .post(gateway.url("/login"))
+        .header("content-type", "application/json")
+        .header("x-request-id", "redact-1")
+        .body(r#"{"user":"ann","password":"short-secret"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let problem = response.text().await.unwrap();
+    assert!(!problem.contains("short-secret"), "{problem}");
+    gateway.access_event("redact-1").await;
+
+    let output = gateway.output();
+    let refusal = output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["message"] == "request body refused by its schema")
+        .unwrap_or_else(|| panic!("debug events are on with [log] level: {output}"));
+    assert_eq!(refusal["level"], "DEBUG");
+    let body: Value = serde_json::from_str(refusal["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["user"], "ann");
+    assert_eq!(body["password"], "[REDACTED]");
+    assert!(!output.contains("short-secret"), "{output}");
 }
