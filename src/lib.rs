@@ -120,7 +120,7 @@ fn sensitive_headers(plan: &Plan) -> tower_http::sensitive_headers::SetSensitive
 /// The layers every request passes through before routing.
 fn wrap(routes: Router, server: &ServerSettings) -> Router {
     // `Router::layer` runs the last layer first: read this list from the bottom up.
-    Router::new()
+    let router = Router::new()
         .fallback_service(routes)
         .layer(NormalizePathLayer)
         .layer(LimitsLayer::new(
@@ -131,9 +131,10 @@ fn wrap(routes: Router, server: &ServerSettings) -> Router {
         .layer(CatchPanicLayer::custom(|_panic| {
             Error::Internal("a request handler panicked".into()).into_response()
         }))
-        .layer(AccessLogLayer)
-        .layer(TraceContextLayer)
-        .layer(RequestIdLayer)
+        .layer(AccessLogLayer);
+    #[cfg(feature = "otlp")]
+    let router = router.layer(observability::otel::OtelSpanLayer);
+    router.layer(TraceContextLayer).layer(RequestIdLayer)
 }
 
 #[cfg(test)]

@@ -371,6 +371,8 @@ fn serve(
                 .await
             .map_err(|e| e.to_string())
         };
+        #[cfg(feature = "otlp")]
+        proxyfn::observability::otel::flush();
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -3,6 +3,8 @@
 
 mod access_log;
 pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otel;
 mod request_id;
 pub mod trace_context;
 
@@ -33,18 +35,19 @@ pub fn init_logging(in_lambda: bool, log: &LogConfig) {
         LogFormat::Text => false,
         LogFormat::Auto => in_lambda || !std::io::stdout().is_terminal(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if json {
-        registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false),
-            )
-            .try_init()
+    let lines = if json {
+        fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .boxed()
     } else {
-        registry.with(fmt::layer()).try_init()
+        fmt::layer().boxed()
     };
-    drop(result);
+    let registry = tracing_subscriber::registry();
+    // Request spans go to the OTLP exporter whatever the log level.
+    #[cfg(feature = "otlp")]
+    let registry = registry.with(otel::layer());
+    drop(registry.with(lines.with_filter(filter)).try_init());
 }

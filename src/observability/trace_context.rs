@@ -23,6 +23,8 @@ pub struct TraceContext {
     /// The span id this hop sends upstream as the parent.
     pub span_id: u64,
     pub flags: u8,
+    /// The caller's span id, when the trace was continued.
+    pub parent_id: Option<u64>,
 }
 
 impl TraceContext {
@@ -56,6 +58,7 @@ impl TraceContext {
             trace_id,
             span_id: parent_id,
             flags: u8::from_str_radix(flags, 16).ok()?,
+            parent_id: None,
         })
     }
 
@@ -63,6 +66,7 @@ impl TraceContext {
     fn child(self) -> Self {
         Self {
             span_id: nonzero_u64(),
+            parent_id: Some(self.span_id),
             ..self
         }
     }
@@ -77,6 +81,7 @@ impl TraceContext {
             },
             span_id: nonzero_u64(),
             flags: 0,
+            parent_id: None,
         }
     }
 

@@ -104,6 +104,8 @@ impl Handler {
         // The access log and the request's metrics are written when the body ends.
         let collected = body.collect().await;
         crate::observability::metrics::flush_emf(&aws_request_id);
+        #[cfg(feature = "otlp")]
+        crate::observability::otel::flush();
         let body = match collected {
             Ok(collected) => collected.to_bytes(),
             Err(error) => {

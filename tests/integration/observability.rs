@@ -23,11 +23,11 @@ struct Process {
 
 impl Process {
     async fn start(config: &str) -> Self {
-        Self::start_with_log(config, Some("info")).await
+        Self::start_with(config, Some("info"), &[]).await
     }
 
     /// `rust_log`: the RUST_LOG to run with; `None` leaves the level to `[log] level`.
-    async fn start_with_log(config: &str, rust_log: Option<&str>) -> Self {
+    async fn start_with(config: &str, rust_log: Option<&str>, envs: &[(&str, &str)]) -> Self {
         let port = closed_port().await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxyfn.toml");
@@ -43,6 +43,7 @@ impl Process {
             .env_remove("PORT")
             .env_remove("RUST_LOG")
             .envs(rust_log.map(|level| ("RUST_LOG", level)))
+            .envs(envs.iter().copied())
             .env("OBS_JWT_SECRET", SECRET)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -492,7 +493,7 @@ async fn log_level_comes_from_the_config_and_redacted_fields_never_reach_the_log
         r#"{"type":"object","properties":{"user":{"type":"string"},"password":{"type":"string","minLength":20}}}"#,
     )
     .unwrap();
-    let gateway = Process::start_with_log(
+    let gateway = Process::start_with(
         &format!(
             "[log]\nlevel = \"proxyfn=debug,warn\"\nredact = [\"password\"]\n\
              [upstreams.backend]\nurl = \"{}\"\n\
@@ -501,6 +502,7 @@ async fn log_level_comes_from_the_config_and_redacted_fields_never_reach_the_log
             schema.display().to_string()
         ),
         None,
+        &[],
     )
     .await;
     let response = client()
@@ -527,4 +529,93 @@ async fn log_level_comes_from_the_config_and_redacted_fields_never_reach_the_log
     assert_eq!(body["user"], "ann");
     assert_eq!(body["password"], "[REDACTED]");
     assert!(!output.contains("short-secret"), "{output}");
+}
+
+/// With the `otlp` feature and OTEL_EXPORTER_OTLP_ENDPOINT set, each request is a span sent to
+/// the collector over OTLP/HTTP, in the caller's trace, and its id is the upstream's parent id.
+#[cfg(feature = "otlp")]
+#[tokio::test]
+async fn request_spans_are_exported_over_otlp_and_link_caller_and_upstream() {
+    use axum::routing::post;
+
+    /// (content type, body) of each export request.
+    type Exports = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let received: Exports = Arc::default();
+    let store = received.clone();
+    let collector = Upstream::serve(axum::Router::new().route(
+        "/v1/traces",
+        post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let store = store.clone();
+                async move {
+                    let kind = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    store.lock().unwrap().push((kind, body.to_vec()));
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        Vec::<u8>::new(),
+                    )
+                }
+            },
+        ),
+    ))
+    .await;
+    let upstream = Upstream::echo().await;
+    let endpoint = format!("http://{}", collector.addr);
+    let gateway = Process::start_with(
+        &format!(
+            "[upstreams.backend]\nurl = \"{}\"\n[[routes]]\npath = \"/traced\"\nupstream = \"backend\"\n",
+            upstream.url()
+        ),
+        Some("warn"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    )
+    .await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = client()
+        .get(gateway.url("/traced"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let sent = upstream.last().headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(sent.starts_with(&format!("00-{trace_id}-")), "{sent}");
+    let hop_id = &sent[36..52];
+    assert_ne!(hop_id, "00f067aa0ba902b7", "a new span id for this hop");
+
+    let unhex = |hex: &str| -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let contains = |body: &[u8], needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    for _ in 0..200 {
+        let exported = received.lock().unwrap().iter().any(|(kind, body)| {
+            kind == "application/x-protobuf"
+                && contains(body, &unhex(trace_id))
+                && contains(body, &unhex(hop_id))
+                && contains(body, &unhex("00f067aa0ba902b7"))
+                && contains(body, b"proxyfn")
+        });
+        if exported {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "no OTLP export with the trace id, the hop's span id and its parent: {} requests",
+        received.lock().unwrap().len()
+    );
 }
