@@ -1,6 +1,7 @@
-//! Endpoints the gateway serves itself: `GET /health` (liveness, with the version) and
+//! Endpoints the gateway serves itself: `GET /health` (liveness, with the version),
 //! `GET /ready` (readiness: each routed upstream's breaker state and healthy targets; 503 when
-//! one of them has no healthy target).
+//! one of them has no healthy target), and unless turned off `GET /metrics` (Prometheus),
+//! `GET /openapi.json` and Swagger UI under `GET /docs/`.
 
 use std::{sync::Arc, time::Instant};
 
