@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use http::Method;
 use serde_json::Value;
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, HttpMethod, InfoBuilder, OpenApi, OpenApiBuilder, PathItem,
@@ -26,6 +27,8 @@ use utoipa::openapi::{
 use crate::config::{
     DOCS_PATH, KeyLocation, METRICS_PATH, OPENAPI_PATH, Plan, ProviderRef, RouteAction, RoutePlan,
 };
+
+use crate::routes::validate::carries_body;
 
 const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -143,10 +146,8 @@ fn build(plan: &Plan) -> OpenApi {
         let (path, parameters) = path_and_parameters(&route.path);
         let item = items.entry(path).or_default();
         for method in methods(route) {
-            let operation = operation(index, route, &method, &parameters);
-            match item_operation(item, &method) {
-                Some(slot) if slot.is_none() => *slot = Some(operation),
-                _ => {}
+            if let Some(slot @ None) = item_operation(item, &method) {
+                *slot = Some(operation(index, route, &method, &parameters));
             }
         }
     }
@@ -214,7 +215,7 @@ fn builtin_paths(plan: &Plan) -> Vec<(&'static str, PathItem)> {
 fn operation(
     index: usize,
     route: &RoutePlan,
-    method: &str,
+    method: &Method,
     parameters: &[String],
 ) -> utoipa::openapi::path::Operation {
     let description = match &route.action {
@@ -222,7 +223,10 @@ fn operation(
         RouteAction::Mock(_) => "Answered by the gateway itself.".to_owned(),
     };
     let mut op = OperationBuilder::new()
-        .operation_id(Some(format!("{method}_route{index}")))
+        .operation_id(Some(format!(
+            "{}_route{index}",
+            method.as_str().to_ascii_lowercase()
+        )))
         .description(Some(description))
         .tag("routes");
     for name in parameters {
@@ -236,7 +240,7 @@ fn operation(
     }
     let mut refusals: Vec<(&str, &str)> = vec![];
     if let Some(schema) = &route.request_schema
-        && !matches!(method, "get" | "head" | "options")
+        && carries_body(method)
     {
         op = op.request_body(Some(
             RequestBodyBuilder::new()
@@ -264,7 +268,7 @@ fn operation(
             refusals.push(("403", "Forbidden"));
         }
     }
-    if !matches!(method, "get" | "head" | "options") {
+    if carries_body(method) {
         refusals.push(("413", "PayloadTooLarge"));
     }
     if !route.rate_limits.is_empty() {
@@ -363,33 +367,37 @@ fn scheme_name(provider: &ProviderRef) -> String {
     }
 }
 
-/// Lower-case method names the route answers (`head` follows `get`, as the router does).
-fn methods(route: &RoutePlan) -> Vec<String> {
+/// The methods a route lists, or every method OpenAPI has an operation for. HEAD on a GET
+/// route is implied, as in HTTP, and not listed.
+fn methods(route: &RoutePlan) -> Vec<Method> {
     match &route.methods {
-        Some(methods) => methods
-            .iter()
-            .map(|m| m.as_str().to_ascii_lowercase())
-            .collect(),
-        None => ["get", "put", "post", "delete", "options", "head", "patch"]
-            .iter()
-            .map(|m| (*m).to_owned())
-            .collect(),
+        Some(methods) => methods.clone(),
+        None => vec![
+            Method::GET,
+            Method::PUT,
+            Method::POST,
+            Method::DELETE,
+            Method::OPTIONS,
+            Method::HEAD,
+            Method::PATCH,
+        ],
     }
 }
 
+/// The path item's slot for `method`; `None` for methods OpenAPI has no field for.
 fn item_operation<'a>(
     item: &'a mut PathItem,
-    method: &str,
+    method: &Method,
 ) -> Option<&'a mut Option<utoipa::openapi::path::Operation>> {
-    Some(match method {
-        "get" => &mut item.get,
-        "put" => &mut item.put,
-        "post" => &mut item.post,
-        "delete" => &mut item.delete,
-        "options" => &mut item.options,
-        "head" => &mut item.head,
-        "patch" => &mut item.patch,
-        "trace" => &mut item.trace,
+    Some(match *method {
+        Method::GET => &mut item.get,
+        Method::PUT => &mut item.put,
+        Method::POST => &mut item.post,
+        Method::DELETE => &mut item.delete,
+        Method::OPTIONS => &mut item.options,
+        Method::HEAD => &mut item.head,
+        Method::PATCH => &mut item.patch,
+        Method::TRACE => &mut item.trace,
         _ => return None,
     })
 }

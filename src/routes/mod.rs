@@ -10,7 +10,7 @@ mod fault;
 mod mock;
 pub mod normalize;
 mod proxy;
-mod validate;
+pub(crate) mod validate;
 
 use std::{collections::BTreeMap, sync::Arc};
 

@@ -35,10 +35,7 @@ impl RequestValidator {
 
     /// Returns the request with its body intact, or the problem to answer with.
     pub async fn validate(&self, request: Request) -> Result<Request, Error> {
-        if matches!(
-            *request.method(),
-            Method::GET | Method::HEAD | Method::OPTIONS
-        ) {
+        if !carries_body(request.method()) {
             return Ok(request);
         }
         if !is_json(request.headers().get(header::CONTENT_TYPE)) {
@@ -87,6 +84,12 @@ impl RequestValidator {
         }
         Ok(Request::from_parts(parts, Body::from(bytes)))
     }
+}
+
+/// Whether requests with `method` carry a body the gateway checks (and documents): GET, HEAD
+/// and OPTIONS do not.
+pub(crate) fn carries_body(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// `application/json` or any `+json` structured syntax suffix (RFC 6839).
