@@ -327,6 +327,18 @@ pub fn assert_problem_body(body: &serde_json::Value, status: u16, kind: &str, re
     assert!(!request_id.is_empty());
 }
 
+/// Polls `probe` every 25 ms for up to 5 s, until it finds something (output another process
+/// writes asynchronously: log lines, exports).
+pub async fn eventually<T>(mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..200 {
+        if let Some(found) = probe() {
+            return Some(found);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    None
+}
+
 /// A config with one upstream named `backend` at `url` and the given extra TOML.
 pub fn config_with_upstream(url: &str, extra: &str) -> String {
     format!("[upstreams.backend]\nurl = \"{url}\"\n{extra}")

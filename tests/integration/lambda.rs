@@ -1088,21 +1088,19 @@ async fn in_lambda_the_access_log_names_the_invocation_and_the_cold_start() {
     for _ in 0..2 {
         assert_eq!(function.api.respond(event()).await["statusCode"], 200);
     }
-    let mut events: Vec<Value> = vec![];
-    for _ in 0..200 {
-        events = function
+    let access_events = || -> Vec<Value> {
+        function
             .lines
             .lock()
             .unwrap()
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|e| e["target"] == "proxyfn::access")
-            .collect();
-        if events.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+            .collect()
+    };
+    let events = eventually(|| Some(access_events()).filter(|events| events.len() == 2))
+        .await
+        .unwrap_or_else(access_events);
     assert_eq!(events.len(), 2, "one event per invocation");
     assert_eq!(events[0]["cold_start"], true);
     assert!(events[0]["init_ms"].as_f64().unwrap() > 0.0);

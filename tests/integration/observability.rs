@@ -74,39 +74,38 @@ impl Process {
 
     /// Waits for the access-log event of `request_id`.
     async fn access_event(&self, request_id: &str) -> Value {
-        for _ in 0..200 {
-            let found = self.lines.lock().unwrap().iter().find_map(|line| {
+        let found = eventually(|| {
+            self.lines.lock().unwrap().iter().find_map(|line| {
                 let event: Value = serde_json::from_str(line).ok()?;
                 (event["target"] == "proxyfn::access" && event["request_id"] == request_id)
                     .then_some(event)
-            });
-            if let Some(event) = found {
-                return event;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "no access event for {request_id}: {:#?}",
-            self.lines.lock().unwrap()
-        );
+            })
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "no access event for {request_id}: {:#?}",
+                self.lines.lock().unwrap()
+            )
+        })
     }
 
     /// Waits until `n` access events have been written.
     async fn access_event_count(&self, n: usize) {
-        for _ in 0..200 {
-            let count = self
-                .lines
-                .lock()
-                .unwrap()
+        let written = eventually(|| {
+            let lines = self.lines.lock().unwrap();
+            let count = lines
                 .iter()
                 .filter(|line| line.contains("\"target\":\"proxyfn::access\""))
                 .count();
-            if count >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("fewer than {n} access events: {}", self.output());
+            (count >= n).then_some(())
+        })
+        .await;
+        assert!(
+            written.is_some(),
+            "fewer than {n} access events: {}",
+            self.output()
+        );
     }
 
     fn output(&self) -> String {
@@ -601,20 +600,22 @@ async fn request_spans_are_exported_over_otlp_and_link_caller_and_upstream() {
             .collect()
     };
     let contains = |body: &[u8], needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    for _ in 0..200 {
-        let exported = received.lock().unwrap().iter().any(|(kind, body)| {
-            kind == "application/x-protobuf"
-                && contains(body, &unhex(trace_id))
-                && contains(body, &unhex(hop_id))
-                && contains(body, &unhex("00f067aa0ba902b7"))
-                && contains(body, b"proxyfn")
-        });
-        if exported {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
+    let exported = eventually(|| {
+        let exports = received.lock().unwrap();
+        exports
+            .iter()
+            .any(|(kind, body)| {
+                kind == "application/x-protobuf"
+                    && contains(body, &unhex(trace_id))
+                    && contains(body, &unhex(hop_id))
+                    && contains(body, &unhex("00f067aa0ba902b7"))
+                    && contains(body, b"proxyfn")
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(
+        exported.is_some(),
         "no OTLP export with the trace id, the hop's span id and its parent: {} requests",
         received.lock().unwrap().len()
     );

@@ -1,7 +1,7 @@
 //! `request_schema`: bodies are checked before the upstream is called; refusals are problems
 //! listing each error with its JSON pointer, and redacted fields never show their values.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::*;
 
@@ -73,9 +73,8 @@ async fn a_body_breaking_the_schema_is_400_with_a_pointer_per_error() {
     let setup = setup().await;
     let body = json!({ "item": "", "quantity": 0, "colour": "red" }).to_string();
     let response = post(&setup.gateway, "application/json", &body).await;
-    assert_eq!(response.status(), 400);
-    let problem: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-    assert_problem_body(&problem, 400, "validation-failed", "val-1");
+    let problem = expect_problem(response, 400, "validation-failed").await;
+    assert_eq!(problem["request_id"], "val-1");
     let errors = problem["errors"].as_array().unwrap();
     let pointers: Vec<&str> = errors
         .iter()
@@ -100,8 +99,9 @@ async fn a_redacted_field_is_never_echoed_in_an_error() {
     let setup = setup().await;
     let body = json!({ "item": "tea", "quantity": 1, "card": { "number": "4111-secret-digits" } });
     let response = post(&setup.gateway, "application/json", &body.to_string()).await;
-    assert_eq!(response.status(), 400);
-    let problem = response.text().await.unwrap();
+    let problem = expect_problem(response, 400, "validation-failed")
+        .await
+        .to_string();
     assert!(problem.contains("#/card/number"), "{problem}");
     assert!(!problem.contains("4111-secret-digits"), "{problem}");
 }
@@ -110,15 +110,13 @@ async fn a_redacted_field_is_never_echoed_in_an_error() {
 async fn invalid_json_is_400_and_a_non_json_type_is_415() {
     let setup = setup().await;
     let response = post(&setup.gateway, "application/json", "{\"item\": ").await;
-    assert_eq!(response.status(), 400);
-    let problem: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-    assert_problem_body(&problem, 400, "invalid-json", "val-1");
+    let problem = expect_problem(response, 400, "invalid-json").await;
+    assert_eq!(problem["request_id"], "val-1");
     assert!(problem["detail"].as_str().unwrap().contains("line 1"));
 
     let response = post(&setup.gateway, "text/plain", "item=tea").await;
-    assert_eq!(response.status(), 415);
-    let problem: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-    assert_problem_body(&problem, 415, "unsupported-media-type", "val-1");
+    let problem = expect_problem(response, 415, "unsupported-media-type").await;
+    assert_eq!(problem["request_id"], "val-1");
     assert!(setup.upstream.requests().is_empty());
 }
 
