@@ -1283,6 +1283,26 @@ async fn in_lambda_the_openapi_document_names_the_stage_as_its_server() {
         ["docs/"]
     );
 
+    // Nothing scrapes a function: /metrics is a 404 problem (metrics go out as EMF).
+    let metrics = function
+        .api
+        .respond(function_url_event(
+            "GET",
+            "/metrics",
+            "",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(metrics["statusCode"], 404, "{metrics}");
+    let problem: Value = serde_json::from_str(metrics["body"].as_str().unwrap()).unwrap();
+    assert_eq!(problem["type"], "urn:proxyfn:problem:route-not-found");
+    assert_eq!(
+        header_values(&metrics["headers"], "x-request-id"),
+        [problem["request_id"].as_str().unwrap()]
+    );
+
     // Function URLs have no stage.
     let response = function
         .api
