@@ -73,6 +73,12 @@ pub enum Error {
     RateLimitUnavailable,
     #[error("request body is not {expected}")]
     UnsupportedMediaType { expected: &'static str },
+    #[error("request body content coding is not supported")]
+    UnsupportedContentEncoding,
+    #[error("no route serves API version {requested:?} on this path")]
+    UnknownVersion { requested: String, known: String },
+    #[error("aggregation failed: {0}")]
+    AggregationFailed(String),
     #[error("request body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("request body does not match the route's schema ({} errors)", .0.len())]
@@ -144,7 +150,11 @@ impl Error {
             | Error::BadRequestBody(_)
             | Error::InvalidJson(_)
             | Error::ValidationFailed(_) => StatusCode::BAD_REQUEST,
-            Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::UnsupportedMediaType { .. } | Error::UnsupportedContentEncoding => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            Error::UnknownVersion { .. } => StatusCode::NOT_FOUND,
+            Error::AggregationFailed(_) => StatusCode::BAD_GATEWAY,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::DeadlineExceeded | Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -274,6 +284,22 @@ impl Error {
                 "Unsupported Media Type",
                 format!("This route takes a body of type {expected}."),
             ),
+            Error::UnsupportedContentEncoding => (
+                "unsupported-content-encoding",
+                "Unsupported Media Type",
+                "This route reads the request body: send it uncompressed, or as gzip or br."
+                    .to_owned(),
+            ),
+            Error::UnknownVersion { requested, known } => (
+                "unknown-version",
+                "Not Found",
+                format!(
+                    "API version {requested:?} is not served on this path; known versions: {known}."
+                ),
+            ),
+            Error::AggregationFailed(detail) => {
+                ("aggregation-failed", "Bad Gateway", detail.clone())
+            }
             Error::InvalidJson(position) => (
                 "invalid-json",
                 "Bad Request",
@@ -370,6 +396,9 @@ fn problem_type(slug: &'static str) -> &'static str {
         "route-not-found",
         "method-not-allowed",
         "unsupported-media-type",
+        "unsupported-content-encoding",
+        "unknown-version",
+        "aggregation-failed",
         "invalid-json",
         "validation-failed",
         "invalid-path",
@@ -415,6 +444,13 @@ impl IntoResponse for Error {
         match &self {
             Error::MethodNotAllowed { allow } => {
                 response.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            // RFC 9110 §12.5.3: a 415 for a content coding lists the codings understood.
+            Error::UnsupportedContentEncoding => {
+                response.headers_mut().insert(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static("gzip, br"),
+                );
             }
             // RFC 9110 §10.2.3: tell clients when trying again makes sense.
             Error::CircuitOpen { retry_after, .. } => {

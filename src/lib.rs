@@ -3,6 +3,7 @@
 //! [`build`] turns a [`Config`] into the one [`axum::Router`] both runtimes serve. It reads
 //! like the path a request takes through the gateway:
 //!
+//! 0. response compression, negotiated with `Accept-Encoding`;
 //! 1. request id: set or propagate `X-Request-Id`; render problem bodies with it; then W3C
 //!    trace context (continue or start the trace) and the access log (one event per request);
 //! 2. panics become 500 problems, never a dead runtime;
@@ -25,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod docs;
 pub mod error;
@@ -72,11 +74,14 @@ impl App {
             .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
         let providers = auth::Providers::new(&plan.auth, &internal_client()?);
         let limiter = ratelimit::RateLimiter::new(&plan.rate_limit)?;
-        let router = wrap(
+        let mut router = wrap(
             routes::router(&plan, &upstreams, &providers, &limiter),
             &plan.server,
-        )
-        .layer(sensitive_headers(&plan));
+        );
+        if let Some(settings) = plan.compression {
+            router = router.layer(compression(settings));
+        }
+        let router = router.layer(sensitive_headers(&plan));
         Ok(Self {
             plan,
             router,
@@ -115,6 +120,27 @@ fn sensitive_headers(plan: &Plan) -> tower_http::sensitive_headers::SetSensitive
         }
     }
     tower_http::sensitive_headers::SetSensitiveHeadersLayer::new(names)
+}
+
+/// Response compression (tower-http), outside the request id layer so that problem bodies,
+/// rendered there, are compressed too. Bodies the upstream already encoded, images, gRPC and
+/// event streams pass as they are.
+fn compression(
+    settings: config::CompressionSettings,
+) -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::{
+        CompressionLayer, Predicate,
+        predicate::{NotForContentType, SizeAbove},
+    };
+    CompressionLayer::new()
+        .gzip(settings.gzip)
+        .br(settings.br)
+        .compress_when(
+            SizeAbove::new(settings.min_size)
+                .and(NotForContentType::GRPC)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::SSE),
+        )
 }
 
 /// The layers every request passes through before routing.

@@ -4,6 +4,7 @@
 //! Every struct denies unknown fields: a typo such as `auht = [...]` must fail at start-up
 //! instead of silently disabling a policy.
 
+mod compression;
 mod load;
 mod observability;
 mod plan;
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use compression::{CompressionConfig, CompressionSettings};
 pub use load::{ConfigSource, load};
 pub use observability::{
     DocsConfig, DocsSettings, LogConfig, LogFormat, LogSettings, MetricsConfig, MetricsSettings,
@@ -43,6 +45,7 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub docs: DocsConfig,
+    pub compression: CompressionConfig,
     /// The directory relative paths in the file (`request_schema`) start from: the config
     /// file's own, or the working directory.
     #[serde(skip)]

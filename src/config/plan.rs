@@ -45,6 +45,8 @@ pub struct Plan {
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub docs: DocsSettings,
+    /// `None`: responses are never compressed.
+    pub compression: Option<super::CompressionSettings>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -262,6 +264,7 @@ impl Plan {
         let log = super::observability::log_settings(config, &mut problems);
         let metrics = super::observability::metrics_settings(config, &mut problems);
         let docs = super::observability::docs_settings(config);
+        let compression = super::compression::compression_settings(config, &mut problems);
         let routes: Vec<(usize, RoutePlan)> = config
             .routes
             .iter()
@@ -283,6 +286,7 @@ impl Plan {
                 log,
                 metrics,
                 docs,
+                compression,
             }),
             _ => Err(ConfigError {
                 problems: problems.0,

@@ -4,7 +4,8 @@
 //! GET, HEAD and OPTIONS carry no body to check. Other methods need a JSON body
 //! (`application/json` or a `+json` type, else 415); invalid JSON is 400 `invalid-json`; a body
 //! that breaks the schema is 400 `validation-failed` listing every error with its JSON pointer
-//! (RFC 6901). The body forwarded is the one received, byte for byte.
+//! (RFC 6901). The body forwarded is the one received, byte for byte: a gzip or br body is
+//! checked decoded and forwarded still encoded.
 //!
 //! Values of `[log] redact` fields never appear in an error message nor in the debug log of a
 //! refused body.
@@ -52,7 +53,13 @@ impl RequestValidator {
         let bytes = axum::body::to_bytes(body, usize::MAX)
             .await
             .map_err(|e| body_read_error(e, limit))?;
-        let instance: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        // A compressed body is checked decoded and forwarded as it came.
+        let decoded = crate::body::decode_request(
+            parts.headers.get(header::CONTENT_ENCODING),
+            bytes.clone(),
+            limit,
+        )?;
+        let instance: serde_json::Value = serde_json::from_slice(&decoded).map_err(|e| {
             // serde_json's message names the position and what was expected, never the input.
             Error::InvalidJson(format!("line {}, column {}", e.line(), e.column()))
         })?;

@@ -1364,3 +1364,39 @@ async fn in_lambda_a_body_breaking_the_request_schema_is_a_400_problem() {
     assert_eq!(accepted["statusCode"], 200, "{accepted}");
     assert_eq!(upstream.last().body, "{\"name\":\"x\"}".as_bytes());
 }
+
+#[tokio::test]
+async fn in_lambda_a_compressed_response_is_sent_base64_with_its_encoding() {
+    let body = "{\"items\":[".to_owned() + &"\"some text\",".repeat(200) + "\"end\"]}";
+    let sent = body.clone();
+    let upstream = Upstream::recording(move |_| {
+        axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(sent.clone()))
+            .unwrap()
+    })
+    .await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+    let response = function
+        .api
+        .respond(http_api_event(
+            "GET",
+            "/users/list",
+            "",
+            "$default",
+            json!({ "accept-encoding": "gzip" }),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(response["isBase64Encoded"], true);
+    assert_eq!(
+        header_values(&response["headers"], "content-encoding"),
+        ["gzip"]
+    );
+    assert_eq!(
+        crate::compression::gunzip(&decoded_body(&response)),
+        body.as_bytes()
+    );
+}

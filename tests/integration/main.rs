@@ -8,6 +8,7 @@ mod tokens;
 
 mod auth;
 mod cli;
+mod compression;
 mod docs;
 mod lambda;
 mod limits;

@@ -121,6 +121,36 @@ async fn invalid_json_is_400_and_a_non_json_type_is_415() {
 }
 
 #[tokio::test]
+async fn a_gzip_body_is_checked_decoded_and_forwarded_as_sent() {
+    let setup = setup().await;
+    let send = |body: Vec<u8>, encoding: &'static str| {
+        client()
+            .post(setup.gateway.url("/orders"))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .header("x-request-id", "val-1")
+            .body(body)
+            .send()
+    };
+    let valid = crate::compression::gzip(br#"{"item":"tea","quantity":2}"#);
+    let response = send(valid.clone(), "gzip").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let forwarded = setup.upstream.last();
+    assert_eq!(forwarded.body, valid, "still compressed, byte for byte");
+    assert_eq!(forwarded.headers["content-encoding"], "gzip");
+
+    let invalid = crate::compression::gzip(br#"{"item":"tea","quantity":0}"#);
+    let response = send(invalid, "gzip").await.unwrap();
+    let problem = expect_problem(response, 400, "validation-failed").await;
+    assert_eq!(problem["errors"][0]["pointer"], "#/quantity");
+
+    let response = send(b"(zstd)".to_vec(), "zstd").await.unwrap();
+    assert_eq!(response.headers()["accept-encoding"], "gzip, br");
+    expect_problem(response, 415, "unsupported-content-encoding").await;
+    assert_eq!(setup.upstream.requests().len(), 1);
+}
+
+#[tokio::test]
 async fn get_requests_are_not_validated() {
     let setup = setup().await;
     let response = client()
