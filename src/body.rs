@@ -38,9 +38,9 @@ impl Coding {
     }
 }
 
-/// Decodes a request body, refusing one that would expand beyond `limit` bytes (the body limit
-/// applies to what the gateway must hold, so a small compressed bomb is 413, not an OOM).
-pub fn decode_request(
+/// Decodes a body, refusing one that would expand beyond `limit` bytes (for requests the body
+/// limit applies to what the gateway must hold, so a small compressed bomb is 413, not an OOM).
+pub fn decode(
     content_encoding: Option<&HeaderValue>,
     bytes: Bytes,
     limit: u64,
@@ -106,10 +106,33 @@ pub async fn read_up_to(body: Body, cap: usize) -> Result<Buffered, Error> {
     }))
 }
 
+/// `application/json` or any `+json` structured syntax suffix (RFC 6839).
+pub fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
+    let Some(essence) = content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn json_media_types_include_structured_suffixes() {
+        let json = |v: &'static str| is_json(Some(&HeaderValue::from_static(v)));
+        assert!(json("application/json"));
+        assert!(json("Application/JSON; charset=utf-8"));
+        assert!(json("application/merge-patch+json"));
+        assert!(!json("text/plain"));
+        assert!(!is_json(None));
+    }
 
     fn gzip(data: &[u8]) -> Bytes {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -120,12 +143,12 @@ mod tests {
     #[test]
     fn gzip_bodies_are_decoded_and_bombs_refused() {
         let gz = HeaderValue::from_static("gzip");
-        let decoded = decode_request(Some(&gz), gzip(b"{\"a\":1}"), 100).unwrap();
+        let decoded = decode(Some(&gz), gzip(b"{\"a\":1}"), 100).unwrap();
         assert_eq!(&decoded[..], b"{\"a\":1}");
         let bomb = gzip(&vec![b'0'; 1 << 20]);
         assert!(bomb.len() < 10_000);
         assert!(matches!(
-            decode_request(Some(&gz), bomb, 1000),
+            decode(Some(&gz), bomb, 1000),
             Err(Error::PayloadTooLarge { limit: 1000 })
         ));
     }
@@ -134,12 +157,12 @@ mod tests {
     fn unknown_codings_are_refused_and_garbage_is_a_bad_body() {
         let zstd = HeaderValue::from_static("zstd");
         assert!(matches!(
-            decode_request(Some(&zstd), Bytes::from_static(b"x"), 10),
+            decode(Some(&zstd), Bytes::from_static(b"x"), 10),
             Err(Error::UnsupportedContentEncoding)
         ));
         let gz = HeaderValue::from_static("gzip");
         assert!(matches!(
-            decode_request(Some(&gz), Bytes::from_static(b"not gzip"), 10),
+            decode(Some(&gz), Bytes::from_static(b"not gzip"), 10),
             Err(Error::BadRequestBody(_))
         ));
         assert_eq!(

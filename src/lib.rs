@@ -36,6 +36,7 @@ pub mod ratelimit;
 mod redis_conn;
 pub mod routes;
 pub mod runtime;
+pub mod transform;
 pub mod upstream;
 
 use std::collections::BTreeMap;

@@ -10,6 +10,7 @@ mod observability;
 mod plan;
 mod rate_limit;
 mod schema;
+mod transform;
 mod units;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,10 @@ pub use plan::{
 };
 pub use rate_limit::{LimitKey, PolicySettings, RateLimitSettings, RateLimitStore, quota_problems};
 pub use schema::RequestSchema;
+pub use transform::{
+    HeaderOps, HeaderOpsConfig, JsonPointer, TransformConfig, TransformSettings, TransformSide,
+    TransformSideConfig,
+};
 pub use units::{ByteSize, HumanDuration};
 
 /// The whole configuration file.
@@ -401,6 +406,8 @@ pub struct RouteConfig {
     pub rate_limit: Option<OneOrMany>,
     /// A JSON Schema file (relative to the config file) the request body must match.
     pub request_schema: Option<String>,
+    /// JSON and header rewrites of the request and the response.
+    pub transform: Option<TransformConfig>,
 }
 
 /// `fault = { delay, delay_percent, abort_status, abort_percent }`

@@ -198,6 +198,7 @@ pub struct RoutePlan {
     pub rate_limits: Vec<String>,
     /// The JSON Schema the request body must match.
     pub request_schema: Option<std::sync::Arc<super::RequestSchema>>,
+    pub transform: super::TransformSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -625,6 +626,12 @@ fn route_plan(
         )
     });
 
+    let transform = route
+        .transform
+        .as_ref()
+        .map(|t| super::transform::transform_settings(&key, t, problems))
+        .unwrap_or_default();
+
     (problems.0.len() == before).then_some(())?;
     Some(RoutePlan {
         path: route.path.clone(),
@@ -636,6 +643,7 @@ fn route_plan(
         scopes: route.scopes.clone(),
         rate_limits,
         request_schema,
+        transform,
     })
 }
 

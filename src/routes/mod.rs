@@ -23,10 +23,11 @@ use http::{HeaderValue, Method};
 
 use crate::{
     auth::{Providers, RoutePolicy},
-    config::{Plan, Redaction, RouteAction, RoutePlan},
+    config::{Plan, RouteAction, RoutePlan},
     error::Error,
     observability::Notes,
     ratelimit::{RateLimiter, RouteLimits},
+    transform::Transform,
     upstream::Upstream,
 };
 
@@ -75,6 +76,7 @@ struct Route {
     limits: Option<RouteLimits>,
     fault: Option<fault::Fault>,
     validator: Option<validate::RequestValidator>,
+    transform: Option<Transform>,
     handler: Handler,
 }
 
@@ -117,7 +119,7 @@ impl RouteTable {
             }
             let routes: Vec<Route> = plans
                 .into_iter()
-                .map(|route| Route::new(route, upstreams, providers, limiter, &plan.log.redact))
+                .map(|route| Route::new(route, plan, upstreams, providers, limiter))
                 .collect();
             let allow = allow_header(&routes);
             paths.push(PathRoutes { routes, allow });
@@ -128,30 +130,31 @@ impl RouteTable {
 
 impl Route {
     fn new(
-        plan: &RoutePlan,
+        route: &RoutePlan,
+        plan: &Plan,
         upstreams: &BTreeMap<String, Upstream>,
         providers: &Providers,
         limiter: &RateLimiter,
-        redaction: &Redaction,
     ) -> Self {
-        let handler = match &plan.action {
+        let handler = match &route.action {
             RouteAction::Mock(response) => Handler::Mock(mock::MockRoute::new(response)),
             RouteAction::Proxy { upstream, target } => Handler::Proxy(proxy::ProxyRoute {
                 upstream: upstreams[upstream].clone(),
                 target: target.clone(),
-                fallback: plan.fallback.as_ref().map(mock::MockRoute::new),
+                fallback: route.fallback.as_ref().map(mock::MockRoute::new),
             }),
         };
         Route {
-            template: MatchedRoute(plan.path.as_str().into()),
-            methods: plan.methods.clone(),
-            fault: plan.fault.as_ref().map(fault::Fault::new),
-            auth: providers.policy(&plan.path, &plan.auth, &plan.scopes),
-            limits: limiter.route(&plan.rate_limits),
-            validator: plan
+            template: MatchedRoute(route.path.as_str().into()),
+            methods: route.methods.clone(),
+            fault: route.fault.as_ref().map(fault::Fault::new),
+            auth: providers.policy(&route.path, &route.auth, &route.scopes),
+            limits: limiter.route(&route.rate_limits),
+            validator: route
                 .request_schema
                 .clone()
-                .map(|schema| validate::RequestValidator::new(schema, redaction.clone())),
+                .map(|schema| validate::RequestValidator::new(schema, plan.log.redact.clone())),
+            transform: Transform::new(&route.transform, plan.server.body_limit),
             handler,
         }
     }
@@ -222,7 +225,19 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) ->
             Err(error) => return with_rate_limit_headers(error.into_response(), decision),
         },
     };
+    let request = match &route.transform {
+        None => request,
+        Some(transform) => match transform.request(request).await {
+            Ok(request) => request,
+            Err(error) => return with_rate_limit_headers(error.into_response(), decision),
+        },
+    };
+    let method = request.method().clone();
     let response = handle(route, request, &target).await;
+    let response = match &route.transform {
+        None => response,
+        Some(transform) => transform.response(response, &method).await,
+    };
     with_rate_limit_headers(response, decision)
 }
 

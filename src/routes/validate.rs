@@ -16,6 +16,7 @@ use axum::{body::Body, extract::Request};
 use http::{Method, header};
 
 use crate::{
+    body::is_json,
     config::{Redaction, RequestSchema},
     error::{Error, FieldError},
     limits::{BodyLimit, body_read_error},
@@ -54,7 +55,7 @@ impl RequestValidator {
             .await
             .map_err(|e| body_read_error(e, limit))?;
         // A compressed body is checked decoded and forwarded as it came.
-        let decoded = crate::body::decode_request(
+        let decoded = crate::body::decode(
             parts.headers.get(header::CONTENT_ENCODING),
             bytes.clone(),
             limit,
@@ -97,33 +98,4 @@ impl RequestValidator {
 /// and OPTIONS do not.
 pub(crate) fn carries_body(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// `application/json` or any `+json` structured syntax suffix (RFC 6839).
-fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
-    let Some(essence) = content_type
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-    else {
-        return false;
-    };
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    #[test]
-    fn json_media_types_include_structured_suffixes() {
-        let json = |v: &'static str| is_json(Some(&HeaderValue::from_static(v)));
-        assert!(json("application/json"));
-        assert!(json("Application/JSON; charset=utf-8"));
-        assert!(json("application/merge-patch+json"));
-        assert!(!json("text/plain"));
-        assert!(!is_json(None));
-    }
 }

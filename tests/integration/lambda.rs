@@ -1400,3 +1400,34 @@ async fn in_lambda_a_compressed_response_is_sent_base64_with_its_encoding() {
         body.as_bytes()
     );
 }
+
+#[tokio::test]
+async fn in_lambda_responses_are_transformed_the_same() {
+    let upstream = Upstream::recording(|_| {
+        axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                r#"{"id":1,"name":"Ada","password_hash":"x"}"#,
+            ))
+            .unwrap()
+    })
+    .await;
+    let function = Function::start(&config_with_upstream(
+        &upstream.url(),
+        "[[routes]]\npath = \"/me\"\nupstream = \"backend\"\n\
+         transform.response.deny = [\"/password_hash\"]\n\
+         transform.response.headers.add = { \"x-served-by\" = \"proxyfn\" }\n",
+    ))
+    .await;
+    let response = function
+        .api
+        .respond(function_url_event("GET", "/me", "", json!({}), &[], None))
+        .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(
+        header_values(&response["headers"], "x-served-by"),
+        ["proxyfn"]
+    );
+    let body: Value = serde_json::from_slice(&decoded_body(&response)).unwrap();
+    assert_eq!(body, json!({ "id": 1, "name": "Ada" }));
+}

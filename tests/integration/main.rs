@@ -17,4 +17,5 @@ mod proxy;
 mod ratelimit;
 mod resilience;
 mod server;
+mod transform;
 mod validation;
