@@ -221,6 +221,14 @@ fn operation(
     let description = match &route.action {
         RouteAction::Proxy { upstream, .. } => format!("Forwarded to upstream `{upstream}`."),
         RouteAction::Mock(_) => "Answered by the gateway itself.".to_owned(),
+        RouteAction::Aggregate { backends, .. } => format!(
+            "Aggregates {} in parallel into one JSON object (`X-Proxyfn-Completed: false` when some were left out).",
+            backends
+                .iter()
+                .map(|b| format!("`{}`", b.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut op = OperationBuilder::new()
         .operation_id(Some(format!(
@@ -274,14 +282,19 @@ fn operation(
     if !route.rate_limits.is_empty() {
         refusals.push(("429", "TooManyRequests"));
     }
-    if matches!(route.action, RouteAction::Proxy { .. }) {
-        refusals.push(("502", "BadGateway"));
-        refusals.push(("503", "ServiceUnavailable"));
+    match route.action {
+        RouteAction::Proxy { .. } => {
+            refusals.push(("502", "BadGateway"));
+            refusals.push(("503", "ServiceUnavailable"));
+        }
+        RouteAction::Aggregate { .. } => refusals.push(("502", "BadGateway")),
+        RouteAction::Mock(_) => {}
     }
     refusals.push(("504", "GatewayTimeout"));
     let mut default = ResponseBuilder::new().description(match route.action {
         RouteAction::Proxy { .. } => "The upstream's response.",
         RouteAction::Mock(_) => "The configured response.",
+        RouteAction::Aggregate { .. } => "The merged JSON of the backends.",
     });
     if !route.rate_limits.is_empty() {
         default = rate_limit_headers(default);

@@ -24,10 +24,10 @@ pub use observability::{
     REDACTED, Redaction,
 };
 pub use plan::{
-    ApiKeyEntry, ApiKeySettings, AuthSettings, BUILTIN_PATHS, BreakerSettings, DOCS_PATH,
-    FaultSettings, HealthCheckSettings, JwtKeySource, JwtSettings, KeyLocation, METRICS_PATH,
-    MockResponse, OPENAPI_PATH, Plan, ProviderRef, RetrySettings, RouteAction, RoutePlan,
-    ServerSettings, TargetPath, TemplatePart, UpstreamSettings, parse_digest,
+    AggregateBackend, ApiKeyEntry, ApiKeySettings, AuthSettings, BUILTIN_PATHS, BreakerSettings,
+    DOCS_PATH, FaultSettings, HealthCheckSettings, JwtKeySource, JwtSettings, KeyLocation,
+    METRICS_PATH, MockResponse, OPENAPI_PATH, Plan, ProviderRef, RetrySettings, RouteAction,
+    RoutePlan, ServerSettings, TargetPath, TemplatePart, UpstreamSettings, parse_digest,
 };
 pub use rate_limit::{LimitKey, PolicySettings, RateLimitSettings, RateLimitStore, quota_problems};
 pub use schema::RequestSchema;
@@ -408,6 +408,29 @@ pub struct RouteConfig {
     pub request_schema: Option<String>,
     /// JSON and header rewrites of the request and the response.
     pub transform: Option<TransformConfig>,
+    /// Call several upstreams in parallel and merge their JSON answers.
+    pub aggregate: Option<Vec<AggregateBackendConfig>>,
+    /// Aggregates: name the backends left out in an `_errors` member of the body.
+    pub aggregate_errors: Option<bool>,
+}
+
+/// One backend of an `aggregate` route.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateBackendConfig {
+    pub upstream: String,
+    /// Path and query on the upstream; `{param}` takes the route's captured values.
+    pub path: String,
+    /// Default `GET`.
+    pub method: Option<String>,
+    /// Member of the merged body this backend's JSON goes under; without it, the backend's
+    /// object members are merged at the root.
+    pub key: Option<String>,
+    /// Bound on this backend's call, on top of the upstream's own timeout.
+    pub timeout: Option<HumanDuration>,
+    /// When this backend fails, the whole answer is 502.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// `fault = { delay, delay_percent, abort_status, abort_percent }`

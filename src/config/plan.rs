@@ -208,6 +208,30 @@ pub enum RouteAction {
         target: TargetPath,
     },
     Mock(MockResponse),
+    Aggregate {
+        backends: Vec<AggregateBackend>,
+        /// List the backends left out in an `_errors` member.
+        report_errors: bool,
+    },
+}
+
+/// One backend call of an aggregate route.
+#[derive(Clone, Debug)]
+pub struct AggregateBackend {
+    pub upstream: String,
+    /// Path and query, with the route's parameters to substitute.
+    pub target: Vec<TemplatePart>,
+    pub method: Method,
+    pub key: Option<String>,
+    pub timeout: Option<std::time::Duration>,
+    pub required: bool,
+}
+
+impl AggregateBackend {
+    /// How the backend is named in `_errors` and problems: its key, else its upstream.
+    pub fn name(&self) -> &str {
+        self.key.as_deref().unwrap_or(&self.upstream)
+    }
 }
 
 /// How the normalized request path becomes the upstream path.
@@ -559,16 +583,41 @@ fn route_plan(
             .collect::<Vec<_>>()
     });
 
-    let action = match (&route.upstream, &route.response) {
-        (Some(_), Some(_)) => {
-            problems.add(&key, "set either `upstream` or `response`, not both");
+    let action = match (&route.upstream, &route.response, &route.aggregate) {
+        (None, None, Some(backends)) => {
+            for field in [
+                ("strip_prefix", route.strip_prefix.is_some()),
+                ("rewrite", route.rewrite.is_some()),
+            ] {
+                if field.1 {
+                    problems.add(
+                        format!("{key}.{}", field.0),
+                        "only applies to routes with an `upstream`",
+                    );
+                }
+            }
+            aggregate_backends(&key, backends, &params, config, problems).map(|backends| {
+                RouteAction::Aggregate {
+                    backends,
+                    report_errors: route.aggregate_errors.unwrap_or(true),
+                }
+            })
+        }
+        (None, None, None) => {
+            problems.add(
+                &key,
+                "set `upstream` (proxy), `response` (mock) or `aggregate`",
+            );
             None
         }
-        (None, None) => {
-            problems.add(&key, "set `upstream` (proxy) or `response` (mock)");
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            problems.add(
+                &key,
+                "set only one of `upstream`, `response` and `aggregate`",
+            );
             None
         }
-        (None, Some(response)) => {
+        (None, Some(response), None) => {
             for field in [
                 ("strip_prefix", route.strip_prefix.is_some()),
                 ("rewrite", route.rewrite.is_some()),
@@ -582,19 +631,8 @@ fn route_plan(
             }
             mock_response(&format!("{key}.response"), response, problems).map(RouteAction::Mock)
         }
-        (Some(upstream), None) => {
-            if !config.upstreams.contains_key(upstream) {
-                let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
-                let known = if known.is_empty() {
-                    "none defined".to_owned()
-                } else {
-                    known.join(", ")
-                };
-                problems.add(
-                    format!("{key}.upstream"),
-                    format!("unknown upstream {upstream:?} (known: {known})"),
-                );
-            }
+        (Some(upstream), None, None) => {
+            check_upstream(&format!("{key}.upstream"), upstream, config, problems);
             target_path(&key, route, &params, problems).map(|target| RouteAction::Proxy {
                 upstream: upstream.clone(),
                 target,
@@ -602,6 +640,12 @@ fn route_plan(
         }
     };
 
+    if route.aggregate_errors.is_some() && route.aggregate.is_none() {
+        problems.add(
+            format!("{key}.aggregate_errors"),
+            "only applies to routes with `aggregate`",
+        );
+    }
     let fallback = route.fallback.as_ref().and_then(|fallback| {
         if route.upstream.is_none() {
             problems.add(
@@ -645,6 +689,87 @@ fn route_plan(
         request_schema,
         transform,
     })
+}
+
+fn check_upstream(key: &str, upstream: &str, config: &Config, problems: &mut Problems) {
+    if !config.upstreams.contains_key(upstream) {
+        let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "none defined".to_owned()
+        } else {
+            known.join(", ")
+        };
+        problems.add(
+            key,
+            format!("unknown upstream {upstream:?} (known: {known})"),
+        );
+    }
+}
+
+fn aggregate_backends(
+    key: &str,
+    backends: &[super::AggregateBackendConfig],
+    params: &[String],
+    config: &Config,
+    problems: &mut Problems,
+) -> Option<Vec<AggregateBackend>> {
+    let before = problems.0.len();
+    if backends.is_empty() {
+        problems.add(format!("{key}.aggregate"), "list at least one backend");
+    }
+    let mut names: Vec<&str> = Vec::new();
+    let mut out = Vec::with_capacity(backends.len());
+    for (i, backend) in backends.iter().enumerate() {
+        let key = format!("{key}.aggregate[{i}]");
+        check_upstream(
+            &format!("{key}.upstream"),
+            &backend.upstream,
+            config,
+            problems,
+        );
+        let target = parse_template(&backend.path, params)
+            .map_err(|message| problems.add(format!("{key}.path"), message))
+            .ok();
+        let method = match &backend.method {
+            None => Some(Method::GET),
+            Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                .map_err(|_| {
+                    problems.add(
+                        format!("{key}.method"),
+                        format!("not an HTTP method: {m:?}"),
+                    )
+                })
+                .ok(),
+        };
+        if let Some(member) = &backend.key {
+            if member.is_empty() || member == "_errors" {
+                problems.add(
+                    format!("{key}.key"),
+                    "must be a non-empty name other than `_errors`",
+                );
+            } else if names.contains(&member.as_str()) {
+                problems.add(
+                    format!("{key}.key"),
+                    format!("{member:?} is used by another backend"),
+                );
+            }
+            names.push(member);
+        }
+        if backend.timeout.is_some_and(|t| t.0.is_zero()) {
+            problems.add(format!("{key}.timeout"), "must be more than zero");
+        }
+        if let (Some(target), Some(method)) = (target, method) {
+            out.push(AggregateBackend {
+                upstream: backend.upstream.clone(),
+                target,
+                method,
+                key: backend.key.clone(),
+                timeout: backend.timeout.map(|t| t.0),
+                required: backend.required,
+            });
+        }
+    }
+    (problems.0.len() == before).then_some(out)
 }
 
 fn route_auth(

@@ -5,6 +5,7 @@
 //! Routes are grouped by path so one path can send GET to one place and POST to another;
 //! a method no route on the path accepts is 405 with `Allow` (RFC 9110 §15.5.6).
 
+mod aggregate;
 mod builtin;
 mod fault;
 mod mock;
@@ -46,10 +47,17 @@ pub fn router(
     // `/ready` reports the upstreams that routes depend on.
     let mut routed: Vec<Upstream> = Vec::new();
     for route in &plan.routes {
-        if let RouteAction::Proxy { upstream, .. } = &route.action
-            && !routed.iter().any(|u| u.name() == upstream)
-        {
-            routed.push(upstreams[upstream].clone());
+        let names: Vec<&str> = match &route.action {
+            RouteAction::Proxy { upstream, .. } => vec![upstream],
+            RouteAction::Aggregate { backends, .. } => {
+                backends.iter().map(|b| b.upstream.as_str()).collect()
+            }
+            RouteAction::Mock(_) => vec![],
+        };
+        for name in names {
+            if !routed.iter().any(|u| u.name() == name) {
+                routed.push(upstreams[name].clone());
+            }
         }
     }
     builtin::router(plan, routed)
@@ -83,6 +91,14 @@ struct Route {
 enum Handler {
     Proxy(proxy::ProxyRoute),
     Mock(mock::MockRoute),
+    Aggregate(aggregate::AggregateRoute),
+}
+
+/// Where a matched request goes upstream, computed while the path parameters are at hand.
+enum Targets {
+    None,
+    Proxy(String),
+    Aggregate(Vec<String>),
 }
 
 impl Route {
@@ -143,6 +159,17 @@ impl Route {
                 target: target.clone(),
                 fallback: route.fallback.as_ref().map(mock::MockRoute::new),
             }),
+            RouteAction::Aggregate {
+                backends,
+                report_errors,
+            } => Handler::Aggregate(aggregate::AggregateRoute::new(
+                backends
+                    .iter()
+                    .map(|b| (b.clone(), upstreams[&b.upstream].clone()))
+                    .collect(),
+                *report_errors,
+                plan.server.body_limit,
+            )),
         };
         Route {
             template: MatchedRoute(route.path.as_str().into()),
@@ -188,9 +215,10 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) ->
         .into_response();
     };
     // Computed before the request is handed on, while the matched params borrow its path.
-    let target = match &route.handler {
-        Handler::Proxy(proxy) => proxy.target_path(path, &found.params),
-        Handler::Mock(_) => String::new(),
+    let targets = match &route.handler {
+        Handler::Proxy(proxy) => Targets::Proxy(proxy.target_path(path, &found.params)),
+        Handler::Aggregate(aggregate) => Targets::Aggregate(aggregate.targets(&found.params)),
+        Handler::Mock(_) => Targets::None,
     };
     request.extensions_mut().insert(route.template.clone());
     if let Some(notes) = Notes::of(request.extensions()) {
@@ -233,7 +261,7 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) ->
         },
     };
     let method = request.method().clone();
-    let response = handle(route, request, &target).await;
+    let response = handle(route, request, targets).await;
     let response = match &route.transform {
         None => response,
         Some(transform) => transform.response(response, &method).await,
@@ -252,14 +280,18 @@ fn with_rate_limit_headers(
     response
 }
 
-async fn handle(route: &Route, request: Request, target: &str) -> Response {
+async fn handle(route: &Route, request: Request, targets: Targets) -> Response {
     if let Some(fault) = &route.fault
         && let Some(response) = fault.inject(&route.template.0).await
     {
         return response;
     }
-    match &route.handler {
-        Handler::Proxy(proxy) => proxy.forward(request, target).await,
-        Handler::Mock(mock) => mock.response(),
+    match (&route.handler, targets) {
+        (Handler::Proxy(proxy), Targets::Proxy(target)) => proxy.forward(request, &target).await,
+        (Handler::Aggregate(aggregate), Targets::Aggregate(targets)) => {
+            aggregate.respond(request, targets).await
+        }
+        (Handler::Mock(mock), _) => mock.response(),
+        _ => Error::Internal("route targets do not match the handler".into()).into_response(),
     }
 }

@@ -1431,3 +1431,55 @@ async fn in_lambda_responses_are_transformed_the_same() {
     let body: Value = serde_json::from_slice(&decoded_body(&response)).unwrap();
     assert_eq!(body, json!({ "id": 1, "name": "Ada" }));
 }
+
+#[tokio::test]
+async fn in_lambda_an_aggregate_merges_its_backends_and_reports_the_missing_one() {
+    let profile = Upstream::recording(|captured| {
+        axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(format!(
+                "{{\"path\":{:?}}}",
+                captured.target
+            )))
+            .unwrap()
+    })
+    .await;
+    let failing = Upstream::recording(|_| {
+        axum::response::Response::builder()
+            .status(503)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    })
+    .await;
+    let function = Function::start(&format!(
+        "[upstreams.profile]\nurl = \"{}\"\n[upstreams.failing]\nurl = \"{}\"\n\
+         [[routes]]\npath = \"/dash/{{id}}\"\naggregate = [\n\
+           {{ upstream = \"profile\", path = \"/users/{{id}}\", key = \"user\", required = true }},\n\
+           {{ upstream = \"failing\", path = \"/x\", key = \"extra\" }},\n]\n",
+        profile.url(),
+        failing.url()
+    ))
+    .await;
+    let response = function
+        .api
+        .respond(rest_event(
+            "GET",
+            "/prod/dash/9",
+            "prod",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(
+        header_values(&response["multiValueHeaders"], "x-proxyfn-completed"),
+        ["false"]
+    );
+    let body: Value = serde_json::from_slice(&decoded_body(&response)).unwrap();
+    assert_eq!(body["user"], json!({ "path": "/users/9" }));
+    assert_eq!(
+        body["_errors"],
+        json!([{ "backend": "extra", "detail": "answered 503" }])
+    );
+}

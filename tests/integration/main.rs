@@ -6,6 +6,7 @@ mod redis_server;
 mod signer;
 mod tokens;
 
+mod aggregate;
 mod auth;
 mod cli;
 mod compression;
