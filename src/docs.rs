@@ -140,10 +140,15 @@ fn build(plan: &Plan) -> OpenApi {
         );
     }
 
-    // Routes sharing a path template become one path item.
+    // Routes sharing a path template become one path item; a versioned route is listed under
+    // its version prefix (`/v2/things`), the form that needs no header.
     let mut items: BTreeMap<String, PathItem> = BTreeMap::new();
     for (index, route) in plan.routes.iter().enumerate() {
-        let (path, parameters) = path_and_parameters(&route.path);
+        let template = match &route.version {
+            Some(version) => format!("/{version}{}", route.path),
+            None => route.path.clone(),
+        };
+        let (path, parameters) = path_and_parameters(&template);
         let item = items.entry(path).or_default();
         for method in methods(route) {
             if let Some(slot @ None) = item_operation(item, &method) {
@@ -237,6 +242,9 @@ fn operation(
         )))
         .description(Some(description))
         .tag("routes");
+    if route.deprecation.is_some() {
+        op = op.deprecated(Some(utoipa::openapi::Deprecated::True));
+    }
     for name in parameters {
         op = op.parameter(
             ParameterBuilder::new()

@@ -76,7 +76,10 @@ pub enum Error {
     #[error("request body content coding is not supported")]
     UnsupportedContentEncoding,
     #[error("no route serves API version {requested:?} on this path")]
-    UnknownVersion { requested: String, known: String },
+    UnknownVersion {
+        requested: Option<String>,
+        known: String,
+    },
     #[error("aggregation failed: {0}")]
     AggregationFailed(String),
     #[error("request body is not valid JSON: {0}")]
@@ -293,9 +296,14 @@ impl Error {
             Error::UnknownVersion { requested, known } => (
                 "unknown-version",
                 "Not Found",
-                format!(
-                    "API version {requested:?} is not served on this path; known versions: {known}."
-                ),
+                match requested {
+                    Some(requested) => format!(
+                        "API version {requested:?} is not served on this path; known versions: {known}."
+                    ),
+                    None => format!(
+                        "This path is versioned and the request names no version; known versions: {known}."
+                    ),
+                },
             ),
             Error::AggregationFailed(detail) => {
                 ("aggregation-failed", "Bad Gateway", detail.clone())

@@ -12,6 +12,7 @@ mod rate_limit;
 mod schema;
 mod transform;
 mod units;
+mod versioning;
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,9 @@ pub use transform::{
     TransformSideConfig,
 };
 pub use units::{ByteSize, HumanDuration};
+pub use versioning::{
+    DeprecatedConfig, Deprecation, DeprecationDetails, VersioningConfig, VersioningSettings,
+};
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -51,6 +55,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub docs: DocsConfig,
     pub compression: CompressionConfig,
+    pub versioning: VersioningConfig,
     /// The directory relative paths in the file (`request_schema`) start from: the config
     /// file's own, or the working directory.
     #[serde(skip)]
@@ -412,6 +417,10 @@ pub struct RouteConfig {
     pub aggregate: Option<Vec<AggregateBackendConfig>>,
     /// Aggregates: name the backends left out in an `_errors` member of the body.
     pub aggregate_errors: Option<bool>,
+    /// The API version this route serves (`/v2/...`, or chosen by `[versioning]`).
+    pub version: Option<String>,
+    /// `Deprecation`/`Sunset`/`Link` headers on every response, and `deprecated` in OpenAPI.
+    pub deprecated: Option<DeprecatedConfig>,
 }
 
 /// One backend of an `aggregate` route.

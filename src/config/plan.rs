@@ -47,6 +47,7 @@ pub struct Plan {
     pub docs: DocsSettings,
     /// `None`: responses are never compressed.
     pub compression: Option<super::CompressionSettings>,
+    pub versioning: super::VersioningSettings,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -199,6 +200,9 @@ pub struct RoutePlan {
     /// The JSON Schema the request body must match.
     pub request_schema: Option<std::sync::Arc<super::RequestSchema>>,
     pub transform: super::TransformSettings,
+    /// The API version this route serves; `None` serves every version.
+    pub version: Option<String>,
+    pub deprecation: Option<super::Deprecation>,
 }
 
 #[derive(Clone, Debug)]
@@ -290,6 +294,7 @@ impl Plan {
         let metrics = super::observability::metrics_settings(config, &mut problems);
         let docs = super::observability::docs_settings(config);
         let compression = super::compression::compression_settings(config, &mut problems);
+        let versioning = super::versioning::versioning_settings(config, &mut problems);
         let routes: Vec<(usize, RoutePlan)> = config
             .routes
             .iter()
@@ -312,6 +317,7 @@ impl Plan {
                 metrics,
                 docs,
                 compression,
+                versioning,
             }),
             _ => Err(ConfigError {
                 problems: problems.0,
@@ -676,6 +682,18 @@ fn route_plan(
         .map(|t| super::transform::transform_settings(&key, t, problems))
         .unwrap_or_default();
 
+    if let Some(version) = &route.version {
+        super::versioning::check_version(&format!("{key}.version"), version, problems);
+    }
+    let deprecation = route.deprecated.as_ref().and_then(|deprecated| {
+        super::versioning::deprecation(
+            &format!("{key}.deprecated"),
+            deprecated,
+            std::time::SystemTime::now(),
+            problems,
+        )
+    });
+
     (problems.0.len() == before).then_some(())?;
     Some(RoutePlan {
         path: route.path.clone(),
@@ -688,6 +706,8 @@ fn route_plan(
         rate_limits,
         request_schema,
         transform,
+        version: route.version.clone(),
+        deprecation,
     })
 }
 
@@ -1263,10 +1283,10 @@ fn mock_response(
     })
 }
 
-/// Routes on one path may split methods between them, but never claim the same method twice,
-/// and no two paths may be ambiguous for the router.
-/// A route's config index and its methods (`None`: any).
-type IndexedMethods<'a> = (usize, &'a Option<Vec<Method>>);
+/// Routes on one path may split methods or versions between them, but never claim the same
+/// method of the same version twice, and no two paths may be ambiguous for the router.
+/// A route's config index, its methods (`None`: any) and its version.
+type IndexedMethods<'a> = (usize, &'a Option<Vec<Method>>, &'a Option<String>);
 
 fn check_route_table(routes: &[(usize, RoutePlan)], problems: &mut Problems) {
     let mut by_path: BTreeMap<&str, Vec<IndexedMethods<'_>>> = BTreeMap::new();
@@ -1274,7 +1294,7 @@ fn check_route_table(routes: &[(usize, RoutePlan)], problems: &mut Problems) {
         by_path
             .entry(&route.path)
             .or_default()
-            .push((*index, &route.methods));
+            .push((*index, &route.methods, &route.version));
     }
     let mut router = matchit::Router::new();
     for (path, entries) in &by_path {
@@ -1285,8 +1305,11 @@ fn check_route_table(routes: &[(usize, RoutePlan)], problems: &mut Problems) {
                 format!("conflicts with another route: {e}"),
             );
         }
-        for (a, (index_a, methods_a)) in entries.iter().enumerate() {
-            for (index_b, methods_b) in &entries[a + 1..] {
+        for (a, (index_a, methods_a, version_a)) in entries.iter().enumerate() {
+            for (index_b, methods_b, version_b) in &entries[a + 1..] {
+                if version_a != version_b {
+                    continue;
+                }
                 let overlap = match (methods_a, methods_b) {
                     (None, _) | (_, None) => true,
                     (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),

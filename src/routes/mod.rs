@@ -12,6 +12,7 @@ mod mock;
 pub mod normalize;
 mod proxy;
 pub(crate) mod validate;
+mod version;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -68,6 +69,9 @@ pub fn router(
 struct RouteTable {
     matcher: matchit::Router<usize>,
     paths: Vec<PathRoutes>,
+    versioning: version::Versioning,
+    /// Every route `version`, for recognizing a version prefix.
+    versions: Vec<Arc<str>>,
 }
 
 /// The routes sharing one path template.
@@ -75,10 +79,15 @@ struct PathRoutes {
     routes: Vec<Route>,
     /// The `Allow` value for 405 answers, computed once.
     allow: HeaderValue,
+    /// The versions of this path's routes, listed in unknown-version answers; empty when no
+    /// route here is versioned.
+    versions: String,
 }
 
 struct Route {
     template: MatchedRoute,
+    version: Option<Arc<str>>,
+    deprecation: Option<crate::config::Deprecation>,
     methods: Option<Vec<Method>>,
     auth: Option<RoutePolicy>,
     limits: Option<RouteLimits>,
@@ -102,6 +111,14 @@ enum Targets {
 }
 
 impl Route {
+    fn targets(&self, path: &str, params: &matchit::Params<'_, '_>) -> Targets {
+        match &self.handler {
+            Handler::Proxy(proxy) => Targets::Proxy(proxy.target_path(path, params)),
+            Handler::Aggregate(aggregate) => Targets::Aggregate(aggregate.targets(params)),
+            Handler::Mock(_) => Targets::None,
+        }
+    }
+
     /// GET routes also answer HEAD (RFC 9110 §9.3.2).
     fn accepts(&self, method: &Method) -> bool {
         match &self.methods {
@@ -138,9 +155,105 @@ impl RouteTable {
                 .map(|route| Route::new(route, plan, upstreams, providers, limiter))
                 .collect();
             let allow = allow_header(&routes);
-            paths.push(PathRoutes { routes, allow });
+            let mut versions: Vec<&str> =
+                routes.iter().filter_map(|r| r.version.as_deref()).collect();
+            versions.sort_unstable();
+            versions.dedup();
+            let versions = versions.join(", ");
+            paths.push(PathRoutes {
+                routes,
+                allow,
+                versions,
+            });
         }
-        Self { matcher, paths }
+        let mut versions: Vec<Arc<str>> = plan
+            .routes
+            .iter()
+            .filter_map(|r| r.version.as_deref().map(Arc::from))
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        Self {
+            matcher,
+            paths,
+            versioning: version::Versioning::new(&plan.versioning),
+            versions,
+        }
+    }
+
+    /// The route a request goes to, and its upstream targets (computed here, while the
+    /// matched parameters borrow the path).
+    fn resolve(&self, request: &Request) -> Result<Resolved<'_>, Error> {
+        let path = request.uri().path();
+        if !self.versions.is_empty()
+            && let Some((segment, rest)) = version::split_prefix(path)
+            && let Ok(found) = self.matcher.at(rest)
+        {
+            let entry = &self.paths[*found.value];
+            if !entry.versions.is_empty() {
+                if self.versions.iter().any(|v| &**v == segment) {
+                    let route = entry.pick(Some(segment), request.method())?;
+                    return Ok(Resolved {
+                        targets: route.targets(rest, &found.params),
+                        route,
+                        by_prefix: true,
+                    });
+                }
+                if self.matcher.at(path).is_err() {
+                    return Err(Error::UnknownVersion {
+                        requested: Some(segment.to_owned()),
+                        known: entry.versions.clone(),
+                    });
+                }
+            }
+        }
+        let found = self.matcher.at(path).map_err(|_| Error::RouteNotFound)?;
+        let entry = &self.paths[*found.value];
+        let requested = if entry.versions.is_empty() {
+            None
+        } else {
+            self.versioning
+                .requested(request.headers(), request.uri().query())
+        };
+        let route = entry.pick(requested, request.method())?;
+        Ok(Resolved {
+            targets: route.targets(path, &found.params),
+            route,
+            by_prefix: false,
+        })
+    }
+}
+
+struct Resolved<'t> {
+    route: &'t Route,
+    targets: Targets,
+    /// The version came from the path, so the answer does not vary with the version header.
+    by_prefix: bool,
+}
+
+impl PathRoutes {
+    /// The route serving `method` in `version`: one of that version, else an unversioned one.
+    fn pick(&self, version: Option<&str>, method: &Method) -> Result<&Route, Error> {
+        let in_version = |route: &&Route| route.version.as_deref() == version;
+        if !self.versions.is_empty()
+            && !self
+                .routes
+                .iter()
+                .any(|r| r.version.is_none() || in_version(&r))
+        {
+            return Err(Error::UnknownVersion {
+                requested: version.map(str::to_owned),
+                known: self.versions.clone(),
+            });
+        }
+        self.routes
+            .iter()
+            .filter(in_version)
+            .chain(self.routes.iter().filter(|r| r.version.is_none()))
+            .find(|r| r.accepts(method))
+            .ok_or_else(|| Error::MethodNotAllowed {
+                allow: self.allow.clone(),
+            })
     }
 }
 
@@ -171,8 +284,14 @@ impl Route {
                 plan.server.body_limit,
             )),
         };
+        let template = match &route.version {
+            Some(version) => format!("/{version}{}", route.path),
+            None => route.path.clone(),
+        };
         Route {
-            template: MatchedRoute(route.path.as_str().into()),
+            template: MatchedRoute(template.into()),
+            version: route.version.as_deref().map(Arc::from),
+            deprecation: route.deprecation.clone(),
             methods: route.methods.clone(),
             fault: route.fault.as_ref().map(fault::Fault::new),
             auth: providers.policy(&route.path, &route.auth, &route.scopes),
@@ -202,24 +321,27 @@ fn allow_header(routes: &[Route]) -> HeaderValue {
     HeaderValue::from_str(&methods.join(", ")).unwrap_or(HeaderValue::from_static(""))
 }
 
-async fn dispatch(State(table): State<Arc<RouteTable>>, mut request: Request) -> Response {
-    let path = request.uri().path();
-    let Ok(found) = table.matcher.at(path) else {
-        return Error::RouteNotFound.into_response();
+async fn dispatch(State(table): State<Arc<RouteTable>>, request: Request) -> Response {
+    let Resolved {
+        route,
+        targets,
+        by_prefix,
+    } = match table.resolve(&request) {
+        Ok(resolved) => resolved,
+        Err(error) => return error.into_response(),
     };
-    let entry = &table.paths[*found.value];
-    let Some(route) = entry.routes.iter().find(|r| r.accepts(request.method())) else {
-        return Error::MethodNotAllowed {
-            allow: entry.allow.clone(),
-        }
-        .into_response();
-    };
-    // Computed before the request is handed on, while the matched params borrow its path.
-    let targets = match &route.handler {
-        Handler::Proxy(proxy) => Targets::Proxy(proxy.target_path(path, &found.params)),
-        Handler::Aggregate(aggregate) => Targets::Aggregate(aggregate.targets(&found.params)),
-        Handler::Mock(_) => Targets::None,
-    };
+    let mut response = serve(route, request, targets).await;
+    if route.version.is_some() && !by_prefix {
+        table.versioning.vary(response.headers_mut());
+    }
+    if let Some(deprecation) = &route.deprecation {
+        version::mark_deprecated(deprecation, response.headers_mut());
+    }
+    response
+}
+
+/// The matched route's pipeline: auth, rate limits, validation, transforms and the handler.
+async fn serve(route: &Route, mut request: Request, targets: Targets) -> Response {
     request.extensions_mut().insert(route.template.clone());
     if let Some(notes) = Notes::of(request.extensions()) {
         notes.route(&route.template.0);

@@ -1483,3 +1483,59 @@ async fn in_lambda_an_aggregate_merges_its_backends_and_reports_the_missing_one(
         json!([{ "backend": "extra", "detail": "answered 503" }])
     );
 }
+
+#[tokio::test]
+async fn in_lambda_versions_are_chosen_by_prefix_under_a_stage_and_by_header() {
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&config_with_upstream(
+        &upstream.url(),
+        "[[routes]]\npath = \"/things/{*rest}\"\nversion = \"v2\"\nupstream = \"backend\"\n\
+         deprecated = { sunset = \"2027-06-30\" }\n",
+    ))
+    .await;
+    let prefixed = function
+        .api
+        .respond(rest_event(
+            "GET",
+            "/prod/v2/things/a",
+            "prod",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(prefixed["statusCode"], 200, "{prefixed}");
+    assert_eq!(upstream.last().target, "/things/a");
+    assert_eq!(
+        header_values(&prefixed["multiValueHeaders"], "sunset"),
+        ["Wed, 30 Jun 2027 00:00:00 GMT"]
+    );
+    let by_header = function
+        .api
+        .respond(function_url_event(
+            "GET",
+            "/things/b",
+            "",
+            json!({ "accept-version": "v2" }),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(by_header["statusCode"], 200, "{by_header}");
+    assert_eq!(upstream.last().target, "/things/b");
+    let unknown = function
+        .api
+        .respond(function_url_event(
+            "GET",
+            "/things/b",
+            "",
+            json!({ "accept-version": "v1" }),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(unknown["statusCode"], 404, "{unknown}");
+    let problem: Value = serde_json::from_slice(&decoded_body(&unknown)).unwrap();
+    assert_eq!(problem["type"], "urn:proxyfn:problem:unknown-version");
+    assert!(!problem["request_id"].as_str().unwrap().is_empty());
+}

@@ -20,3 +20,4 @@ mod resilience;
 mod server;
 mod transform;
 mod validation;
+mod versioning;
