@@ -9,8 +9,10 @@
 //! 2. panics become 500 problems, never a dead runtime;
 //! 3. limits: header section (431), body (413), whole-request deadline (504);
 //! 4. path normalization (400 for ambiguous paths);
-//! 5. routing: built-in endpoints, then configured routes: authentication and scopes, rate
-//!    limits, fault injection, then the mock or proxy handler.
+//! 5. routing: built-in endpoints, then configured routes (chosen by path, method and API
+//!    version): authentication and scopes, rate limits, the response cache, request
+//!    validation and transforms, fault injection, then the mock, proxy or aggregate handler,
+//!    whose answer is transformed, cached, and marked when the route is deprecated.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), proxyfn::ConfigError> {
@@ -27,6 +29,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod docs;
 pub mod error;
@@ -75,8 +78,9 @@ impl App {
             .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
         let providers = auth::Providers::new(&plan.auth, &internal_client()?);
         let limiter = ratelimit::RateLimiter::new(&plan.rate_limit)?;
+        let cache = cache::ResponseCache::new(&plan.cache)?;
         let mut router = wrap(
-            routes::router(&plan, &upstreams, &providers, &limiter),
+            routes::router(&plan, &upstreams, &providers, &limiter, &cache),
             &plan.server,
         );
         if let Some(settings) = plan.compression {

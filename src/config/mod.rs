@@ -4,6 +4,7 @@
 //! Every struct denies unknown fields: a typo such as `auht = [...]` must fail at start-up
 //! instead of silently disabling a policy.
 
+mod cache;
 mod compression;
 mod load;
 mod observability;
@@ -18,6 +19,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use cache::{
+    CacheConfig, CacheSettings, CacheStore, CacheStoreKind, RouteCacheConfig, RouteCacheSettings,
+};
 pub use compression::{CompressionConfig, CompressionSettings};
 pub use load::{ConfigSource, load};
 pub use observability::{
@@ -56,6 +60,7 @@ pub struct Config {
     pub docs: DocsConfig,
     pub compression: CompressionConfig,
     pub versioning: VersioningConfig,
+    pub cache: CacheConfig,
     /// The directory relative paths in the file (`request_schema`) start from: the config
     /// file's own, or the working directory.
     #[serde(skip)]
@@ -417,6 +422,8 @@ pub struct RouteConfig {
     pub aggregate: Option<Vec<AggregateBackendConfig>>,
     /// Aggregates: name the backends left out in an `_errors` member of the body.
     pub aggregate_errors: Option<bool>,
+    /// Serve GET/HEAD answers from the `[cache]` store: `{ ttl, vary, per_principal }`.
+    pub cache: Option<RouteCacheConfig>,
     /// The API version this route serves (`/v2/...`, or chosen by `[versioning]`).
     pub version: Option<String>,
     /// `Deprecation`/`Sunset`/`Link` headers on every response, and `deprecated` in OpenAPI.

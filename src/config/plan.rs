@@ -48,6 +48,7 @@ pub struct Plan {
     /// `None`: responses are never compressed.
     pub compression: Option<super::CompressionSettings>,
     pub versioning: super::VersioningSettings,
+    pub cache: super::CacheSettings,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -203,6 +204,7 @@ pub struct RoutePlan {
     /// The API version this route serves; `None` serves every version.
     pub version: Option<String>,
     pub deprecation: Option<super::Deprecation>,
+    pub cache: Option<super::RouteCacheSettings>,
 }
 
 #[derive(Clone, Debug)]
@@ -295,6 +297,7 @@ impl Plan {
         let docs = super::observability::docs_settings(config);
         let compression = super::compression::compression_settings(config, &mut problems);
         let versioning = super::versioning::versioning_settings(config, &mut problems);
+        let cache = super::cache::cache_settings(config, &mut problems);
         let routes: Vec<(usize, RoutePlan)> = config
             .routes
             .iter()
@@ -318,6 +321,7 @@ impl Plan {
                 docs,
                 compression,
                 versioning,
+                cache,
             }),
             _ => Err(ConfigError {
                 problems: problems.0,
@@ -694,6 +698,10 @@ fn route_plan(
         )
     });
 
+    let cache = route.cache.as_ref().and_then(|cache| {
+        super::cache::route_cache(&format!("{key}.cache"), cache, methods.as_deref(), problems)
+    });
+
     (problems.0.len() == before).then_some(())?;
     Some(RoutePlan {
         path: route.path.clone(),
@@ -708,6 +716,7 @@ fn route_plan(
         transform,
         version: route.version.clone(),
         deprecation,
+        cache,
     })
 }
 

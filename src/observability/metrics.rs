@@ -31,6 +31,7 @@ pub const RATE_LIMIT_DECISIONS: &str = "proxyfn_rate_limit_decisions_total";
 pub const RATE_LIMIT_STORE_ERRORS: &str = "proxyfn_rate_limit_store_errors_total";
 pub const AUTH_FAILURES: &str = "proxyfn_auth_failures_total";
 pub const COLD_STARTS: &str = "proxyfn_cold_starts_total";
+pub const CACHE_LOOKUPS: &str = "proxyfn_cache_requests_total";
 
 /// Request and upstream latency buckets, in seconds: 1 ms to 30 s (API Gateway's limit).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -135,6 +136,11 @@ fn describe() {
         "Rate-limit store (Redis) failures and timeouts"
     );
     describe_counter!(
+        CACHE_LOOKUPS,
+        Unit::Count,
+        "Cached routes' requests by route and result: hit, miss, bypass"
+    );
+    describe_counter!(
         AUTH_FAILURES,
         Unit::Count,
         "Refused credentials, by provider and reason"
@@ -182,6 +188,10 @@ pub(crate) fn record_breaker_state(upstream: &Arc<str>, state: u8) {
 
 pub(crate) fn record_auth_failure(provider: &str, reason: &'static str) {
     counter!(AUTH_FAILURES, "provider" => provider.to_owned(), "reason" => reason).increment(1);
+}
+
+pub(crate) fn record_cache(route: &Arc<str>, result: &'static str) {
+    counter!(CACHE_LOOKUPS, "route" => route_label(Some(route)), "result" => result).increment(1);
 }
 
 pub(crate) fn record_rate_limit_store_error() {

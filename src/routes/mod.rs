@@ -1,6 +1,7 @@
 //! The route table: built-in endpoints as axum routes, and every configured `[[routes]]`
-//! entry behind one dispatcher that matches the normalized path, checks the method, and
-//! hands the request to the route's handler (proxy or mock).
+//! entry behind one dispatcher that matches the normalized path, picks the API version and
+//! the method, and runs the route's pipeline: auth, rate limits, cache, validation,
+//! transforms, then its handler (proxy, mock or aggregate).
 //!
 //! Routes are grouped by path so one path can send GET to one place and POST to another;
 //! a method no route on the path accepts is 405 with `Allow` (RFC 9110 §15.5.6).
@@ -25,6 +26,7 @@ use http::{HeaderValue, Method};
 
 use crate::{
     auth::{Providers, RoutePolicy},
+    cache::{Lookup, ResponseCache, RouteCache},
     config::{Plan, RouteAction, RoutePlan},
     error::Error,
     observability::Notes,
@@ -43,8 +45,9 @@ pub fn router(
     upstreams: &BTreeMap<String, Upstream>,
     providers: &Providers,
     limiter: &RateLimiter,
+    cache: &ResponseCache,
 ) -> Router {
-    let table = Arc::new(RouteTable::new(plan, upstreams, providers, limiter));
+    let table = Arc::new(RouteTable::new(plan, upstreams, providers, limiter, cache));
     // `/ready` reports the upstreams that routes depend on.
     let mut routed: Vec<Upstream> = Vec::new();
     for route in &plan.routes {
@@ -94,6 +97,7 @@ struct Route {
     fault: Option<fault::Fault>,
     validator: Option<validate::RequestValidator>,
     transform: Option<Transform>,
+    cache: Option<RouteCache>,
     handler: Handler,
 }
 
@@ -137,6 +141,7 @@ impl RouteTable {
         upstreams: &BTreeMap<String, Upstream>,
         providers: &Providers,
         limiter: &RateLimiter,
+        cache: &ResponseCache,
     ) -> Self {
         let mut grouped: BTreeMap<&str, Vec<&RoutePlan>> = BTreeMap::new();
         for route in &plan.routes {
@@ -152,7 +157,7 @@ impl RouteTable {
             }
             let routes: Vec<Route> = plans
                 .into_iter()
-                .map(|route| Route::new(route, plan, upstreams, providers, limiter))
+                .map(|route| Route::new(route, plan, upstreams, providers, limiter, cache))
                 .collect();
             let allow = allow_header(&routes);
             let mut versions: Vec<&str> =
@@ -264,6 +269,7 @@ impl Route {
         upstreams: &BTreeMap<String, Upstream>,
         providers: &Providers,
         limiter: &RateLimiter,
+        cache: &ResponseCache,
     ) -> Self {
         let handler = match &route.action {
             RouteAction::Mock(response) => Handler::Mock(mock::MockRoute::new(response)),
@@ -288,8 +294,13 @@ impl Route {
             Some(version) => format!("/{version}{}", route.path),
             None => route.path.clone(),
         };
+        let template: Arc<str> = template.into();
         Route {
-            template: MatchedRoute(template.into()),
+            cache: route
+                .cache
+                .as_ref()
+                .map(|settings| RouteCache::new(cache, settings, template.clone())),
+            template: MatchedRoute(template),
             version: route.version.as_deref().map(Arc::from),
             deprecation: route.deprecation.clone(),
             methods: route.methods.clone(),
@@ -368,6 +379,12 @@ async fn serve(route: &Route, mut request: Request, targets: Targets) -> Respons
             }
         }
     };
+    let lookup = route.cache.as_ref().map(|cache| cache.lookup(&request));
+    if let (Some(cache), Some(Lookup::Use { key, read: true })) = (&route.cache, &lookup)
+        && let Some(hit) = cache.get(key).await
+    {
+        return with_rate_limit_headers(hit, decision);
+    }
     let request = match &route.validator {
         None => request,
         Some(validator) => match validator.validate(request).await {
@@ -387,6 +404,11 @@ async fn serve(route: &Route, mut request: Request, targets: Targets) -> Respons
     let response = match &route.transform {
         None => response,
         Some(transform) => transform.response(response, &method).await,
+    };
+    let response = match (&route.cache, lookup) {
+        (Some(cache), Some(Lookup::Use { key, .. })) => cache.put(key, response).await,
+        (Some(cache), _) => cache.bypass(response),
+        _ => response,
     };
     with_rate_limit_headers(response, decision)
 }

@@ -1539,3 +1539,31 @@ async fn in_lambda_versions_are_chosen_by_prefix_under_a_stage_and_by_header() {
     assert_eq!(problem["type"], "urn:proxyfn:problem:unknown-version");
     assert!(!problem["request_id"].as_str().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn in_lambda_a_cached_answer_is_served_from_memory_between_invocations() {
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&config_with_upstream(
+        &upstream.url(),
+        "[[routes]]\npath = \"/catalog\"\nmethods = [\"GET\"]\nupstream = \"backend\"\ncache = { ttl = \"30s\" }\n",
+    ))
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let response = function
+            .api
+            .respond(function_url_event(
+                "GET",
+                "/catalog",
+                "",
+                json!({}),
+                &[],
+                None,
+            ))
+            .await;
+        assert_eq!(response["statusCode"], 200, "{response}");
+        seen.extend(header_values(&response["headers"], "x-cache"));
+    }
+    assert_eq!(seen, ["MISS", "HIT"]);
+    assert_eq!(upstream.requests().len(), 1);
+}

@@ -8,6 +8,7 @@ mod tokens;
 
 mod aggregate;
 mod auth;
+mod cache;
 mod cli;
 mod compression;
 mod docs;

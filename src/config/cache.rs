@@ -1,0 +1,163 @@
+//! `[cache]` (where cached responses live) and the route key `cache` (what is cached, how long).
+
+use std::time::Duration;
+
+use http::{HeaderName, header};
+use serde::Deserialize;
+
+use super::{ByteSize, Config, HumanDuration, plan::Problems};
+
+/// `[cache]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// `memory` (per instance, the default) or `redis` (shared by every instance).
+    pub store: CacheStoreKind,
+    pub redis_url: Option<String>,
+    /// `redis_url` is a node of a Redis Cluster.
+    pub cluster: bool,
+    /// Bound on one Redis read or write; slower counts as a miss (or no store).
+    pub timeout: HumanDuration,
+    /// The memory store's bound on bodies and headers held; least recently used go first.
+    pub max_bytes: ByteSize,
+    /// Responses larger than this are not cached.
+    pub max_entry: ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            store: CacheStoreKind::Memory,
+            redis_url: None,
+            cluster: false,
+            timeout: HumanDuration(Duration::from_millis(50)),
+            max_bytes: ByteSize(64 << 20),
+            max_entry: ByteSize(1 << 20),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheStoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// Route `cache = { ttl, vary, per_principal }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheConfig {
+    /// How long a response is served from the cache (shortened by the upstream's max-age).
+    pub ttl: HumanDuration,
+    /// Request headers whose values select different cached responses.
+    #[serde(default)]
+    pub vary: Vec<String>,
+    /// Cache answers to authenticated requests, one copy per principal.
+    #[serde(default)]
+    pub per_principal: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum CacheStore {
+    Memory { max_bytes: u64 },
+    Redis { url: String, cluster: bool },
+}
+
+/// The validated `[cache]`.
+#[derive(Clone, Debug)]
+pub struct CacheSettings {
+    pub store: CacheStore,
+    pub timeout: Duration,
+    pub max_entry: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct RouteCacheSettings {
+    pub ttl: Duration,
+    pub vary: Vec<HeaderName>,
+    pub per_principal: bool,
+}
+
+pub(super) fn cache_settings(config: &Config, problems: &mut Problems) -> CacheSettings {
+    let cache = &config.cache;
+    let store = match (cache.store, &cache.redis_url) {
+        (CacheStoreKind::Memory, _) => CacheStore::Memory {
+            max_bytes: cache.max_bytes.0,
+        },
+        (CacheStoreKind::Redis, None) => {
+            problems.add("cache.redis_url", "required when store = \"redis\"");
+            CacheStore::Memory { max_bytes: 0 }
+        }
+        (CacheStoreKind::Redis, Some(url)) => {
+            if let Err(error) = redis::Client::open(url.as_str()) {
+                problems.add("cache.redis_url", format!("not a Redis URL: {error}"));
+            }
+            CacheStore::Redis {
+                url: url.clone(),
+                cluster: cache.cluster,
+            }
+        }
+    };
+    if cache.timeout.0.is_zero() {
+        problems.add("cache.timeout", "must be longer than 0s");
+    }
+    if cache.max_entry.0 > cache.max_bytes.0 && cache.store == CacheStoreKind::Memory {
+        problems.add("cache.max_entry", "cannot exceed cache.max_bytes");
+    }
+    CacheSettings {
+        store,
+        timeout: cache.timeout.0,
+        max_entry: cache.max_entry.0,
+    }
+}
+
+pub(super) fn route_cache(
+    key: &str,
+    cache: &RouteCacheConfig,
+    methods: Option<&[http::Method]>,
+    problems: &mut Problems,
+) -> Option<RouteCacheSettings> {
+    let before = problems.0.len();
+    if cache.ttl.0 < Duration::from_secs(1) {
+        problems.add(format!("{key}.ttl"), "must be at least 1s");
+    }
+    if let Some(methods) = methods
+        && !methods
+            .iter()
+            .any(|m| *m == http::Method::GET || *m == http::Method::HEAD)
+    {
+        problems.add(
+            key,
+            "only GET and HEAD answers are cached; this route serves neither",
+        );
+    }
+    let vary = cache
+        .vary
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| match HeaderName::try_from(name.as_str()) {
+            Ok(name) if name == header::AUTHORIZATION || name == header::COOKIE => {
+                problems.add(
+                    format!("{key}.vary[{i}]"),
+                    "credentials never select a shared cache entry: use `per_principal`",
+                );
+                None
+            }
+            Ok(name) => Some(name),
+            Err(_) => {
+                problems.add(
+                    format!("{key}.vary[{i}]"),
+                    format!("invalid header name {name:?}"),
+                );
+                None
+            }
+        })
+        .collect();
+    (problems.0.len() == before).then(|| RouteCacheSettings {
+        ttl: cache.ttl.0,
+        vary,
+        per_principal: cache.per_principal,
+    })
+}
