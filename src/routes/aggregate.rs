@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     body::{Buffered, Coding, decode, is_json, read_up_to},
-    config::{AggregateBackend, TemplatePart},
+    config::AggregateBackend,
     error::Error,
     limits::{BodyLimit, Deadline},
     observability::Notes,
@@ -59,18 +59,7 @@ impl AggregateRoute {
     pub fn targets(&self, params: &matchit::Params<'_, '_>) -> Vec<String> {
         self.backends
             .iter()
-            .map(|(backend, _)| {
-                let mut out = String::new();
-                for part in &backend.target {
-                    match part {
-                        TemplatePart::Literal(text) => out.push_str(text),
-                        TemplatePart::Param(name) => {
-                            out.push_str(params.get(name).unwrap_or_default())
-                        }
-                    }
-                }
-                out
-            })
+            .map(|(backend, _)| super::proxy::substitute(&backend.target, params))
             .collect()
     }
 

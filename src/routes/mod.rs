@@ -351,7 +351,8 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, request: Request) -> Res
     response
 }
 
-/// The matched route's pipeline: auth, rate limits, validation, transforms and the handler.
+/// The matched route's pipeline: auth, rate limits, a cache read, validation, the request
+/// transform, the handler, the response transform and a cache write.
 async fn serve(route: &Route, mut request: Request, targets: Targets) -> Response {
     request.extensions_mut().insert(route.template.clone());
     if let Some(notes) = Notes::of(request.extensions()) {

@@ -36,18 +36,7 @@ impl ProxyRoute {
                 Some(rest) if rest.starts_with('/') => rest.to_owned(),
                 _ => path.to_owned(),
             },
-            TargetPath::Rewrite(parts) => {
-                let mut out = String::with_capacity(path.len() + 16);
-                for part in parts {
-                    match part {
-                        TemplatePart::Literal(text) => out.push_str(text),
-                        TemplatePart::Param(name) => {
-                            out.push_str(params.get(name).unwrap_or_default())
-                        }
-                    }
-                }
-                out
-            }
+            TargetPath::Rewrite(parts) => substitute(parts, params),
         }
     }
 
@@ -72,6 +61,19 @@ impl ProxyRoute {
             .insert(X_PROXYFN_FALLBACK, HeaderValue::from_static("true"));
         response
     }
+}
+
+/// A path template with the route's captured parameters put in, as they appear in the
+/// normalized request path (still percent-encoded).
+pub(super) fn substitute(parts: &[TemplatePart], params: &matchit::Params<'_, '_>) -> String {
+    let mut out = String::with_capacity(64);
+    for part in parts {
+        match part {
+            TemplatePart::Literal(text) => out.push_str(text),
+            TemplatePart::Param(name) => out.push_str(params.get(name).unwrap_or_default()),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
