@@ -3,13 +3,14 @@
 //! [`build`] turns a [`Config`] into the one [`axum::Router`] both runtimes serve. It reads
 //! like the path a request takes through the gateway:
 //!
-//! 0. response compression, negotiated with `Accept-Encoding`;
-//! 1. request id: set or propagate `X-Request-Id`; render problem bodies with it; then W3C
+//! 1. response compression, negotiated with `Accept-Encoding`;
+//! 2. request id: set or propagate `X-Request-Id`; render problem bodies with it; then W3C
 //!    trace context (continue or start the trace) and the access log (one event per request);
-//! 2. panics become 500 problems, never a dead runtime;
-//! 3. limits: header section (431), body (413), whole-request deadline (504);
-//! 4. path normalization (400 for ambiguous paths);
-//! 5. routing: built-in endpoints, then configured routes (chosen by path, method and API
+//! 3. CORS, when configured: preflights answered, CORS headers on every answer;
+//! 4. panics become 500 problems, never a dead runtime;
+//! 5. limits: header section (431), body (413), whole-request deadline (504);
+//! 6. path normalization (400 for ambiguous paths);
+//! 7. routing: built-in endpoints, then configured routes (chosen by path, method and API
 //!    version): authentication and scopes, rate limits, the response cache, request
 //!    validation and transforms, fault injection, then the mock, proxy or aggregate handler,
 //!    whose answer is transformed, cached, and marked when the route is deprecated.
@@ -82,6 +83,7 @@ impl App {
         let mut router = wrap(
             routes::router(&plan, &upstreams, &providers, &limiter, &cache),
             &plan.server,
+            plan.cors.as_ref(),
         );
         if let Some(settings) = plan.compression {
             router = router.layer(compression(settings));
@@ -148,10 +150,33 @@ fn compression(
         )
 }
 
+/// CORS (tower-http): preflights are answered here, before auth and rate limits (browsers send
+/// them without credentials); other answers, problems included, get the CORS headers so a page
+/// can read them. The settings were validated, so the layer cannot panic on them.
+fn cors_layer(cors: &config::CorsSettings) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    let mut layer = CorsLayer::new()
+        .allow_origin(match &cors.origins {
+            config::CorsOrigins::Any => AllowOrigin::any(),
+            config::CorsOrigins::List(origins) => AllowOrigin::list(origins.iter().cloned()),
+        })
+        .allow_methods(cors.methods.clone())
+        .allow_headers(match &cors.allow_headers {
+            config::CorsHeaders::Any => AllowHeaders::any(),
+            config::CorsHeaders::List(names) => AllowHeaders::list(names.iter().cloned()),
+        })
+        .expose_headers(cors.expose_headers.clone())
+        .allow_credentials(cors.allow_credentials);
+    if let Some(max_age) = cors.max_age {
+        layer = layer.max_age(max_age);
+    }
+    layer
+}
+
 /// The layers every request passes through before routing.
-fn wrap(routes: Router, server: &ServerSettings) -> Router {
+fn wrap(routes: Router, server: &ServerSettings, cors: Option<&config::CorsSettings>) -> Router {
     // `Router::layer` runs the last layer first: read this list from the bottom up.
-    let router = Router::new()
+    let mut router = Router::new()
         .fallback_service(routes)
         .layer(NormalizePathLayer)
         .layer(LimitsLayer::new(
@@ -161,8 +186,11 @@ fn wrap(routes: Router, server: &ServerSettings) -> Router {
         ))
         .layer(CatchPanicLayer::custom(|_panic| {
             Error::Internal("a request handler panicked".into()).into_response()
-        }))
-        .layer(AccessLogLayer);
+        }));
+    if let Some(cors) = cors {
+        router = router.layer(cors_layer(cors));
+    }
+    let router = router.layer(AccessLogLayer);
     #[cfg(feature = "otlp")]
     let router = router.layer(observability::otel::OtelSpanLayer);
     router.layer(TraceContextLayer).layer(RequestIdLayer)
@@ -187,7 +215,7 @@ mod tests {
             .body(Body::empty())
             .unwrap();
 
-        let response = wrap(panicking, &plan.server)
+        let response = wrap(panicking, &plan.server, None)
             .oneshot(request)
             .await
             .unwrap();

@@ -6,6 +6,7 @@
 
 mod cache;
 mod compression;
+mod cors;
 mod load;
 mod observability;
 mod plan;
@@ -23,6 +24,7 @@ pub use cache::{
     CacheConfig, CacheSettings, CacheStore, CacheStoreKind, RouteCacheConfig, RouteCacheSettings,
 };
 pub use compression::{CompressionConfig, CompressionSettings};
+pub use cors::{CorsConfig, CorsHeaders, CorsOrigins, CorsSettings};
 pub use load::{ConfigSource, load};
 pub use observability::{
     DocsConfig, DocsSettings, LogConfig, LogFormat, LogSettings, MetricsConfig, MetricsSettings,
@@ -50,6 +52,7 @@ pub use versioning::{
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub cors: Option<CorsConfig>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub auth: AuthConfig,
     pub rate_limit: RateLimitConfig,

@@ -49,6 +49,8 @@ pub struct Plan {
     pub compression: Option<super::CompressionSettings>,
     pub versioning: super::VersioningSettings,
     pub cache: super::CacheSettings,
+    /// `None`: no CORS headers (same-origin browser calls only).
+    pub cors: Option<super::CorsSettings>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -298,6 +300,7 @@ impl Plan {
         let compression = super::compression::compression_settings(config, &mut problems);
         let versioning = super::versioning::versioning_settings(config, &mut problems);
         let cache = super::cache::cache_settings(config, &mut problems);
+        let cors = super::cors::cors_settings(config, &mut problems);
         let routes: Vec<(usize, RoutePlan)> = config
             .routes
             .iter()
@@ -322,6 +325,7 @@ impl Plan {
                 compression,
                 versioning,
                 cache,
+                cors,
             }),
             _ => Err(ConfigError {
                 problems: problems.0,

@@ -1567,3 +1567,30 @@ async fn in_lambda_a_cached_answer_is_served_from_memory_between_invocations() {
     assert_eq!(seen, ["MISS", "HIT"]);
     assert_eq!(upstream.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn in_lambda_a_cors_preflight_is_answered_by_the_gateway() {
+    let function = Function::start(
+        "[cors]\nallow_origins = [\"https://app.example.com\"]\nallow_methods = [\"GET\", \"PUT\"]\n\
+         [[routes]]\npath = \"/things\"\nresponse = { body = \"ok\" }\n",
+    )
+    .await;
+    let response = function
+        .api
+        .respond(http_api_event(
+            "OPTIONS",
+            "/things",
+            "",
+            "$default",
+            json!({ "origin": "https://app.example.com", "access-control-request-method": "PUT" }),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(
+        header_values(&response["headers"], "access-control-allow-origin"),
+        ["https://app.example.com"]
+    );
+    assert!(header_values(&response["headers"], "access-control-allow-methods")[0].contains("PUT"));
+}

@@ -11,6 +11,7 @@ mod auth;
 mod cache;
 mod cli;
 mod compression;
+mod cors;
 mod docs;
 mod lambda;
 mod limits;
