@@ -144,11 +144,7 @@ fn build(plan: &Plan) -> OpenApi {
     // its version prefix (`/v2/things`), the form that needs no header.
     let mut items: BTreeMap<String, PathItem> = BTreeMap::new();
     for (index, route) in plan.routes.iter().enumerate() {
-        let template = match &route.version {
-            Some(version) => format!("/{version}{}", route.path),
-            None => route.path.clone(),
-        };
-        let (path, parameters) = path_and_parameters(&template);
+        let (path, parameters) = path_and_parameters(&route.public_path());
         let item = items.entry(path).or_default();
         for method in methods(route) {
             if let Some(slot @ None) = item_operation(item, &method) {

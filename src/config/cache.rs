@@ -137,22 +137,17 @@ pub(super) fn route_cache(
         .vary
         .iter()
         .enumerate()
-        .filter_map(|(i, name)| match HeaderName::try_from(name.as_str()) {
-            Ok(name) if name == header::AUTHORIZATION || name == header::COOKIE => {
+        .filter_map(|(i, name)| {
+            let key = format!("{key}.vary[{i}]");
+            let name = super::plan::parse_header_name(&key, name, problems)?;
+            if name == header::AUTHORIZATION || name == header::COOKIE {
                 problems.add(
-                    format!("{key}.vary[{i}]"),
+                    key,
                     "credentials never select a shared cache entry: use `per_principal`",
                 );
-                None
+                return None;
             }
-            Ok(name) => Some(name),
-            Err(_) => {
-                problems.add(
-                    format!("{key}.vary[{i}]"),
-                    format!("invalid header name {name:?}"),
-                );
-                None
-            }
+            Some(name)
         })
         .collect();
     (problems.0.len() == before).then(|| RouteCacheSettings {

@@ -5,7 +5,10 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 
-use super::{Config, HumanDuration, plan::Problems};
+use super::{
+    Config, HumanDuration,
+    plan::{Problems, parse_header_name, parse_method},
+};
 
 /// `[cors]`; absent, the gateway sends no CORS headers and browsers allow same-origin calls only.
 #[derive(Clone, Debug, Deserialize)]
@@ -86,16 +89,7 @@ pub(super) fn cors_settings(config: &Config, problems: &mut Problems) -> Option<
         .allow_methods
         .iter()
         .enumerate()
-        .filter_map(|(i, m)| {
-            Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                .map_err(|_| {
-                    problems.add(
-                        format!("cors.allow_methods[{i}]"),
-                        format!("not an HTTP method: {m:?}"),
-                    )
-                })
-                .ok()
-        })
+        .filter_map(|(i, m)| parse_method(&format!("cors.allow_methods[{i}]"), m, problems))
         .collect();
     let allow_headers = if cors.allow_headers.iter().any(|h| h == "*") {
         CorsHeaders::Any
@@ -154,15 +148,6 @@ fn header_names(key: &str, names: &[String], problems: &mut Problems) -> Vec<Hea
     names
         .iter()
         .enumerate()
-        .filter_map(|(i, name)| {
-            HeaderName::try_from(name.as_str())
-                .map_err(|_| {
-                    problems.add(
-                        format!("{key}[{i}]"),
-                        format!("invalid header name {name:?}"),
-                    )
-                })
-                .ok()
-        })
+        .filter_map(|(i, name)| parse_header_name(&format!("{key}[{i}]"), name, problems))
         .collect()
 }

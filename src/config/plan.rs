@@ -263,6 +263,17 @@ pub struct MockResponse {
     pub body: Bytes,
 }
 
+impl RoutePlan {
+    /// The path template clients use: a versioned route's is under its version prefix
+    /// (`/v2/things/{*rest}`), the form that needs no version header.
+    pub fn public_path(&self) -> String {
+        match &self.version {
+            Some(version) => format!("/{version}{}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
 impl Plan {
     /// Validates `config`, reporting every problem found.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
@@ -584,32 +595,13 @@ fn route_plan(
         methods
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| {
-                Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                    .map_err(|_| {
-                        problems.add(
-                            format!("{key}.methods[{i}]"),
-                            format!("not an HTTP method: {m:?}"),
-                        )
-                    })
-                    .ok()
-            })
+            .filter_map(|(i, m)| parse_method(&format!("{key}.methods[{i}]"), m, problems))
             .collect::<Vec<_>>()
     });
 
     let action = match (&route.upstream, &route.response, &route.aggregate) {
         (None, None, Some(backends)) => {
-            for field in [
-                ("strip_prefix", route.strip_prefix.is_some()),
-                ("rewrite", route.rewrite.is_some()),
-            ] {
-                if field.1 {
-                    problems.add(
-                        format!("{key}.{}", field.0),
-                        "only applies to routes with an `upstream`",
-                    );
-                }
-            }
+            path_keys_need_an_upstream(&key, route, problems);
             aggregate_backends(&key, backends, &params, config, problems).map(|backends| {
                 RouteAction::Aggregate {
                     backends,
@@ -632,17 +624,7 @@ fn route_plan(
             None
         }
         (None, Some(response), None) => {
-            for field in [
-                ("strip_prefix", route.strip_prefix.is_some()),
-                ("rewrite", route.rewrite.is_some()),
-            ] {
-                if field.1 {
-                    problems.add(
-                        format!("{key}.{}", field.0),
-                        "only applies to routes with an `upstream`",
-                    );
-                }
-            }
+            path_keys_need_an_upstream(&key, route, problems);
             mock_response(&format!("{key}.response"), response, problems).map(RouteAction::Mock)
         }
         (Some(upstream), None, None) => {
@@ -724,6 +706,39 @@ fn route_plan(
     })
 }
 
+/// `strip_prefix` and `rewrite` shape the forwarded path: a mock or an aggregate has none.
+fn path_keys_need_an_upstream(key: &str, route: &RouteConfig, problems: &mut Problems) {
+    for (field, set) in [
+        ("strip_prefix", route.strip_prefix.is_some()),
+        ("rewrite", route.rewrite.is_some()),
+    ] {
+        if set {
+            problems.add(
+                format!("{key}.{field}"),
+                "only applies to routes with an `upstream`",
+            );
+        }
+    }
+}
+
+/// An HTTP method, in any case (`get` is `GET`).
+pub(super) fn parse_method(key: &str, text: &str, problems: &mut Problems) -> Option<Method> {
+    Method::from_bytes(text.to_ascii_uppercase().as_bytes())
+        .map_err(|_| problems.add(key, format!("not an HTTP method: {text:?}")))
+        .ok()
+}
+
+/// A header field name (RFC 9110 §5.1).
+pub(super) fn parse_header_name(
+    key: &str,
+    text: &str,
+    problems: &mut Problems,
+) -> Option<HeaderName> {
+    HeaderName::try_from(text)
+        .map_err(|_| problems.add(key, format!("invalid header name {text:?}")))
+        .ok()
+}
+
 fn check_upstream(key: &str, upstream: &str, config: &Config, problems: &mut Problems) {
     if !config.upstreams.contains_key(upstream) {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
@@ -765,14 +780,7 @@ fn aggregate_backends(
             .ok();
         let method = match &backend.method {
             None => Some(Method::GET),
-            Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                .map_err(|_| {
-                    problems.add(
-                        format!("{key}.method"),
-                        format!("not an HTTP method: {m:?}"),
-                    )
-                })
-                .ok(),
+            Some(m) => parse_method(&format!("{key}.method"), m, problems),
         };
         if let Some(member) = &backend.key {
             if member.is_empty() || member == "_errors" {

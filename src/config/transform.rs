@@ -224,20 +224,15 @@ fn pointer(problems: &mut Problems, field: String, text: &str) -> Option<JsonPoi
 }
 
 fn header_name(problems: &mut Problems, field: String, text: &str) -> Option<HeaderName> {
-    match HeaderName::try_from(text) {
-        Ok(name) if RESERVED.contains(&name) => {
-            problems.add(
-                field,
-                format!("{name} is managed by the gateway and cannot be transformed"),
-            );
-            None
-        }
-        Ok(name) => Some(name),
-        Err(_) => {
-            problems.add(field, format!("invalid header name {text:?}"));
-            None
-        }
+    let name = super::plan::parse_header_name(&field, text, problems)?;
+    if RESERVED.contains(&name) {
+        problems.add(
+            field,
+            format!("{name} is managed by the gateway and cannot be transformed"),
+        );
+        return None;
     }
+    Some(name)
 }
 
 fn header_ops(key: &str, config: &HeaderOpsConfig, problems: &mut Problems) -> HeaderOps {

@@ -67,11 +67,10 @@ pub struct Deprecation {
 
 pub(super) fn versioning_settings(config: &Config, problems: &mut Problems) -> VersioningSettings {
     let versioning = &config.versioning;
-    let header = versioning.header.as_deref().and_then(|name| {
-        HeaderName::try_from(name)
-            .map_err(|_| problems.add("versioning.header", format!("invalid header name {name:?}")))
-            .ok()
-    });
+    let header = versioning
+        .header
+        .as_deref()
+        .and_then(|name| super::plan::parse_header_name("versioning.header", name, problems));
     if versioning.query.as_deref() == Some("") {
         problems.add(
             "versioning.query",

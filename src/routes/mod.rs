@@ -290,11 +290,7 @@ impl Route {
                 plan.server.body_limit,
             )),
         };
-        let template = match &route.version {
-            Some(version) => format!("/{version}{}", route.path),
-            None => route.path.clone(),
-        };
-        let template: Arc<str> = template.into();
+        let template: Arc<str> = route.public_path().into();
         Route {
             cache: route
                 .cache

@@ -16,10 +16,7 @@ pub struct Versioning {
 impl Versioning {
     pub fn new(settings: &VersioningSettings) -> Self {
         Self {
-            vary: settings
-                .header
-                .as_ref()
-                .map(|h| HeaderValue::from_str(h.as_str()).unwrap_or(HeaderValue::from_static(""))),
+            vary: settings.header.clone().map(HeaderValue::from),
             settings: settings.clone(),
         }
     }

@@ -107,10 +107,10 @@ impl Transform {
 
     async fn rewrite_response_body(&self, side: &TransformSide, response: Response) -> Response {
         let (mut parts, body) = response.into_parts();
-        let Some(coding) = Coding::of(parts.headers.get(header::CONTENT_ENCODING)) else {
+        if Coding::of(parts.headers.get(header::CONTENT_ENCODING)).is_none() {
             tracing::debug!("response not transformed: unknown content coding");
             return Response::from_parts(parts, body);
-        };
+        }
         let bytes = match read_up_to(body, self.body_cap).await {
             Ok(Buffered::Whole(bytes)) => bytes,
             Ok(Buffered::TooLarge(body)) => {
@@ -122,14 +122,11 @@ impl Transform {
             }
             Err(error) => return axum::response::IntoResponse::into_response(error),
         };
-        let decoded = match coding {
-            Coding::Identity => Ok(bytes.clone()),
-            _ => decode(
-                parts.headers.get(header::CONTENT_ENCODING),
-                bytes.clone(),
-                self.body_cap as u64,
-            ),
-        };
+        let decoded = decode(
+            parts.headers.get(header::CONTENT_ENCODING),
+            bytes.clone(),
+            self.body_cap as u64,
+        );
         match decoded
             .ok()
             .and_then(|decoded| rewrite_json(side, &decoded))
