@@ -1363,6 +1363,25 @@ async fn in_lambda_a_body_breaking_the_request_schema_is_a_400_problem() {
         .await;
     assert_eq!(accepted["statusCode"], 200, "{accepted}");
     assert_eq!(upstream.last().body, "{\"name\":\"x\"}".as_bytes());
+
+    let zstd = function
+        .api
+        .respond(function_url_event(
+            "POST",
+            "/things",
+            "",
+            json!({ "content-type": "application/json", "content-encoding": "zstd" }),
+            &[],
+            Some(("{}", false)),
+        ))
+        .await;
+    assert_eq!(zstd["statusCode"], 415, "{zstd}");
+    let problem: Value = serde_json::from_slice(&decoded_body(&zstd)).unwrap();
+    assert_eq!(
+        problem["type"],
+        "urn:proxyfn:problem:unsupported-content-encoding"
+    );
+    assert!(!problem["request_id"].as_str().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -1482,6 +1501,38 @@ async fn in_lambda_an_aggregate_merges_its_backends_and_reports_the_missing_one(
         body["_errors"],
         json!([{ "backend": "extra", "detail": "answered 503" }])
     );
+}
+
+#[tokio::test]
+async fn in_lambda_a_failing_required_backend_is_a_502_problem_with_the_request_id() {
+    let failing = Upstream::recording(|_| {
+        axum::response::Response::builder()
+            .status(500)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    })
+    .await;
+    let function = Function::start(&format!(
+        "[upstreams.failing]\nurl = \"{}\"\n\
+         [[routes]]\npath = \"/dash\"\naggregate = [{{ upstream = \"failing\", path = \"/x\", key = \"x\", required = true }}]\n",
+        failing.url()
+    ))
+    .await;
+    let response = function
+        .api
+        .respond(function_url_event(
+            "GET",
+            "/dash",
+            "",
+            json!({ "x-request-id": "agg-lambda" }),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 502, "{response}");
+    let problem: Value = serde_json::from_slice(&decoded_body(&response)).unwrap();
+    assert_eq!(problem["type"], "urn:proxyfn:problem:aggregation-failed");
+    assert_eq!(problem["request_id"], "agg-lambda");
 }
 
 #[tokio::test]
