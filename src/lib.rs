@@ -72,12 +72,13 @@ impl App {
     /// table, header values), once.
     pub async fn new(config: &Config) -> Result<Self, ConfigError> {
         let plan = Plan::new(config)?;
+        let tls = upstream::tls::client_config(upstream::tls::needs_trust_store(&plan))?;
         let upstreams = plan
             .upstreams
             .iter()
-            .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings)?)))
+            .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings, &tls)?)))
             .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
-        let providers = auth::Providers::new(&plan.auth, &internal_client()?);
+        let providers = auth::Providers::new(&plan.auth, &internal_client(&tls)?);
         let limiter = ratelimit::RateLimiter::new(&plan.rate_limit)?;
         let cache = cache::ResponseCache::new(&plan.cache)?;
         let mut router = wrap(
@@ -103,8 +104,9 @@ pub async fn build(config: &Config) -> Result<Router, ConfigError> {
 }
 
 /// The client for the gateway's own calls (JWKS): shared, pooled, never following redirects.
-fn internal_client() -> Result<reqwest::Client, ConfigError> {
+fn internal_client(tls: &rustls::ClientConfig) -> Result<reqwest::Client, ConfigError> {
     reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
         .connect_timeout(std::time::Duration::from_secs(3))
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -93,7 +93,11 @@ mod tests {
             max_concurrency: None,
         };
         ProxyRoute {
-            upstream: Upstream::new(&settings).unwrap(),
+            upstream: Upstream::new(
+                &settings,
+                &crate::upstream::tls::client_config(false).unwrap(),
+            )
+            .unwrap(),
             target,
             fallback: None,
         }

@@ -18,6 +18,7 @@ mod breaker;
 pub mod headers;
 mod retry;
 mod targets;
+pub mod tls;
 mod window;
 
 use std::{
@@ -108,10 +109,15 @@ enum Attempt {
 }
 
 impl Upstream {
-    pub fn new(settings: &UpstreamSettings) -> Result<Self, ConfigError> {
+    /// `tls` is the process's shared client TLS configuration ([`tls::client_config`]).
+    pub fn new(
+        settings: &UpstreamSettings,
+        tls: &rustls::ClientConfig,
+    ) -> Result<Self, ConfigError> {
         let now = Instant::now();
         let name: Arc<str> = settings.name.as_str().into();
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls.clone())
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
