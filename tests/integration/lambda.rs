@@ -3,180 +3,16 @@
 //! and ALB target groups.
 
 use std::{
-    collections::HashMap,
-    net::SocketAddr,
     process::Stdio,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use axum::{
-    Json, Router,
-    body::{Body, Bytes},
-    extract::{Path, State},
-    http::HeaderMap,
-    response::{IntoResponse, Response},
-    routing::{get, post},
-};
+use axum::{Router, body::Body, response::Response};
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::helpers::*;
-
-const API: &str = "/2018-06-01/runtime";
-
-#[derive(Debug)]
-enum Outcome {
-    Response(Value),
-    Error(Value),
-}
-
-#[derive(Clone)]
-struct ApiState {
-    next: Arc<tokio::sync::Mutex<mpsc::Receiver<Invocation>>>,
-    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Outcome>>>>,
-    init_error: Arc<Mutex<Option<(String, Value)>>>,
-}
-
-/// An event waiting for the function: its id, payload and time allowed.
-type Invocation = (String, Value, Duration);
-
-/// A local implementation of the Lambda Runtime API.
-struct RuntimeApi {
-    addr: SocketAddr,
-    events: mpsc::Sender<Invocation>,
-    state: ApiState,
-    _server: Upstream,
-}
-
-async fn next_invocation(State(state): State<ApiState>) -> Response {
-    let Some((id, event, allowed)) = state.next.lock().await.recv().await else {
-        return (axum::http::StatusCode::GONE, "no more events").into_response();
-    };
-    let deadline = (SystemTime::now() + allowed)
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    Response::builder()
-        .header("lambda-runtime-aws-request-id", &id)
-        .header("lambda-runtime-deadline-ms", deadline.to_string())
-        .header(
-            "lambda-runtime-invoked-function-arn",
-            "arn:aws:lambda:us-east-1:123456789012:function:proxyfn",
-        )
-        .header(
-            "lambda-runtime-trace-id",
-            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
-        )
-        .header("content-type", "application/json")
-        .body(Body::from(event.to_string()))
-        .unwrap()
-}
-
-async fn invocation_response(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> impl IntoResponse {
-    complete(&state, &id, Outcome::Response(parse_json(&body)))
-}
-
-async fn invocation_error(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> impl IntoResponse {
-    complete(&state, &id, Outcome::Error(parse_json(&body)))
-}
-
-fn parse_json(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or(Value::Null)
-}
-
-/// Hands the outcome to the waiting `invoke` and acknowledges as the Runtime API does (202).
-fn complete(state: &ApiState, id: &str, outcome: Outcome) -> impl IntoResponse + use<> {
-    if let Some(tx) = state.waiting.lock().unwrap().remove(id) {
-        let _ = tx.send(outcome);
-    }
-    (
-        axum::http::StatusCode::ACCEPTED,
-        Json(json!({"status": "OK"})),
-    )
-}
-
-async fn init_error(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let kind = headers
-        .get("lambda-runtime-function-error-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    *state.init_error.lock().unwrap() =
-        Some((kind, serde_json::from_slice(&body).unwrap_or(Value::Null)));
-    (
-        axum::http::StatusCode::ACCEPTED,
-        Json(json!({"status": "OK"})),
-    )
-}
-
-impl RuntimeApi {
-    async fn start() -> Self {
-        let (events, rx) = mpsc::channel(16);
-        let state = ApiState {
-            next: Arc::new(tokio::sync::Mutex::new(rx)),
-            waiting: Arc::default(),
-            init_error: Arc::default(),
-        };
-        let router = Router::new()
-            .route(&format!("{API}/invocation/next"), get(next_invocation))
-            .route(
-                &format!("{API}/invocation/{{id}}/response"),
-                post(invocation_response),
-            )
-            .route(
-                &format!("{API}/invocation/{{id}}/error"),
-                post(invocation_error),
-            )
-            .route(&format!("{API}/init/error"), post(init_error))
-            .with_state(state.clone());
-        let server = Upstream::serve(router).await;
-        Self {
-            addr: server.addr,
-            events,
-            state,
-            _server: server,
-        }
-    }
-
-    async fn invoke(&self, event: Value) -> Outcome {
-        self.invoke_with_deadline(event, Duration::from_secs(30))
-            .await
-    }
-
-    /// Invokes with `allowed` until the invocation's deadline (Lambda-Runtime-Deadline-Ms).
-    async fn invoke_with_deadline(&self, event: Value, allowed: Duration) -> Outcome {
-        let id = uuid::Uuid::new_v4().to_string();
-        let (tx, rx) = oneshot::channel();
-        self.state.waiting.lock().unwrap().insert(id.clone(), tx);
-        self.events.send((id, event, allowed)).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(30), rx)
-            .await
-            .expect("the function answered within 30s")
-            .unwrap()
-    }
-
-    /// Invokes and expects a function response (not a runtime error).
-    async fn respond(&self, event: Value) -> Value {
-        match self.invoke(event).await {
-            Outcome::Response(value) => value,
-            Outcome::Error(error) => panic!("the invocation failed: {error}"),
-        }
-    }
-}
+use crate::{helpers::*, runtime_api::*};
 
 /// The release-shaped binary running as a Lambda function against a local Runtime API.
 struct Function {
@@ -847,14 +683,7 @@ async fn an_invalid_config_is_reported_as_an_init_error_and_exits_2() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(2));
-    let (kind, body) = function
-        .api
-        .state
-        .init_error
-        .lock()
-        .unwrap()
-        .clone()
-        .expect("init/error was called");
+    let (kind, body) = function.api.init_error().expect("init/error was called");
     assert_eq!(kind, "Runtime.ConfigError");
     assert!(
         body["errorMessage"]

@@ -3,6 +3,7 @@
 
 mod helpers;
 mod redis_server;
+mod runtime_api;
 mod signer;
 mod tokens;
 
