@@ -48,14 +48,7 @@ pub async fn run(
     settings: &ServerSettings,
     started: Instant,
 ) -> Result<(), lambda_runtime::Error> {
-    let handler = Handler {
-        router,
-        strip_stage: settings.strip_stage,
-        deadline_margin: settings.deadline_margin,
-        cold_start: Arc::new(Mutex::new(Some(ColdStart {
-            init: started.elapsed(),
-        }))),
-    };
+    let handler = Handler::new(router, settings, started);
     lambda_runtime::run(lambda_runtime::service_fn(move |event| {
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(handler.handle(event).await) }
@@ -63,8 +56,10 @@ pub async fn run(
     .await
 }
 
+/// One invocation's work: the event in, the router's answer out in the shape the event's
+/// front door expects. Public for the benchmarks (`benches/gateway.rs`).
 #[derive(Clone)]
-struct Handler {
+pub struct Handler {
     router: Router,
     strip_stage: bool,
     deadline_margin: Duration,
@@ -75,7 +70,7 @@ struct Handler {
 /// The response shapes the three front doors expect.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum LambdaResponse {
+pub enum LambdaResponse {
     RestApi(ApiGatewayProxyResponse),
     HttpApi(ApiGatewayV2httpResponse),
     Alb(AlbTargetGroupResponse),
@@ -88,7 +83,19 @@ fn alb_multi_value(event: &LambdaRequest) -> bool {
 }
 
 impl Handler {
-    async fn handle(self, event: LambdaEvent<LambdaRequest>) -> LambdaResponse {
+    /// `started` is when the process started: the first invocation reports the init time.
+    pub fn new(router: Router, settings: &ServerSettings, started: Instant) -> Self {
+        Self {
+            router,
+            strip_stage: settings.strip_stage,
+            deadline_margin: settings.deadline_margin,
+            cold_start: Arc::new(Mutex::new(Some(ColdStart {
+                init: started.elapsed(),
+            }))),
+        }
+    }
+
+    pub async fn handle(self, event: LambdaEvent<LambdaRequest>) -> LambdaResponse {
         let LambdaEvent { payload, context } = event;
         let origin = payload.request_origin();
         let multi_value = alb_multi_value(&payload);
@@ -117,7 +124,9 @@ impl Handler {
         into_lambda_response(&origin, multi_value, Response::from_parts(parts, body))
     }
 
-    fn to_router_request(
+    /// The event's request as the router serves it: stage stripped, client address, deadline
+    /// and Lambda context attached.
+    pub fn to_router_request(
         &self,
         request: lambda_http::Request,
         context: lambda_runtime::Context,
