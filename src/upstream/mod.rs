@@ -132,7 +132,8 @@ impl Upstream {
                 )
             })?;
         Ok(Self(Arc::new(Inner {
-            targets: Targets::new(&settings.targets, now),
+            targets: Targets::new(&settings.targets, now)
+                .map_err(|e| ConfigError::single(format!("upstreams.{name}"), e))?,
             timeout: settings.timeout,
             client,
             retry: settings.retry.clone().map(|r| RetryPolicy::new(r, now)),
@@ -328,17 +329,7 @@ impl Upstream {
         }
 
         let target = inner.targets.get(index);
-        let mut url = String::with_capacity(
-            target.url.len() + path.len() + outbound.query.as_ref().map_or(0, |q| q.len() + 1),
-        );
-        url.push_str(&target.url);
-        url.push_str(path);
-        if let Some(query) = &outbound.query {
-            url.push('?');
-            url.push_str(query);
-        }
-        let url =
-            reqwest::Url::parse(&url).map_err(|e| Error::Internal(format!("upstream URL: {e}")))?;
+        let url = target.url_for(path, outbound.query.as_deref());
         let mut request = reqwest::Request::new(outbound.method.clone(), url);
         *request.headers_mut() = outbound.headers.clone();
         *request.body_mut() = outbound.body.take();

@@ -22,10 +22,30 @@ pub const EJECT_FOR: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Target {
     pub url: Arc<str>,
+    /// `url` parsed once, so that a forwarded request's URL is this with its path and query
+    /// set, instead of a whole URL parsed (host, IDNA) per request.
+    base: reqwest::Url,
+    /// The path part of `url` (`http://host/api` -> `/api`), prefixed to every forwarded path;
+    /// empty when there is none.
+    base_path: Box<str>,
     probe_healthy: AtomicBool,
     consecutive_failures: AtomicU32,
     /// Milliseconds after `Targets::origin` until which the target is ejected.
     ejected_until: AtomicU64,
+}
+
+impl Target {
+    /// The URL a request for `path` (starting with `/`) and `query` goes to on this target.
+    pub fn url_for(&self, path: &str, query: Option<&str>) -> reqwest::Url {
+        let mut url = self.base.clone();
+        if self.base_path.is_empty() {
+            url.set_path(path);
+        } else {
+            url.set_path(&[&self.base_path, path].concat());
+        }
+        url.set_query(query);
+        url
+    }
 }
 
 #[derive(Debug)]
@@ -36,21 +56,28 @@ pub struct Targets {
 }
 
 impl Targets {
-    pub fn new(urls: &[String], origin: Instant) -> Self {
+    /// `urls` are base URLs the plan has validated (http or https, no query or fragment).
+    pub fn new(urls: &[String], origin: Instant) -> Result<Self, String> {
         let list = urls
             .iter()
-            .map(|url| Target {
-                url: url.as_str().into(),
-                probe_healthy: AtomicBool::new(true),
-                consecutive_failures: AtomicU32::new(0),
-                ejected_until: AtomicU64::new(0),
+            .map(|url| {
+                let base = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+                let base_path = base.path().trim_end_matches('/').into();
+                Ok(Target {
+                    url: url.as_str().into(),
+                    base,
+                    base_path,
+                    probe_healthy: AtomicBool::new(true),
+                    consecutive_failures: AtomicU32::new(0),
+                    ejected_until: AtomicU64::new(0),
+                })
             })
-            .collect();
-        Self {
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
             list,
             next: AtomicUsize::new(0),
             origin,
-        }
+        })
     }
 
     fn millis(&self, now: Instant) -> u64 {
@@ -119,7 +146,28 @@ mod tests {
     fn targets(n: usize) -> (Targets, Instant) {
         let now = Instant::now();
         let urls: Vec<String> = (0..n).map(|i| format!("http://10.0.0.{i}")).collect();
-        (Targets::new(&urls, now), now)
+        (Targets::new(&urls, now).unwrap(), now)
+    }
+
+    #[test]
+    fn a_forwarded_url_keeps_the_base_path_and_sets_the_query() {
+        let now = Instant::now();
+        let urls = [
+            "http://10.0.0.1:8080".to_owned(),
+            "https://api.example.com/v2/".to_owned(),
+        ];
+        let t = Targets::new(&urls, now).unwrap();
+        let plain = t.get(0).url_for("/orders/7", None);
+        assert_eq!(plain.as_str(), "http://10.0.0.1:8080/orders/7");
+        let prefixed = t.get(1).url_for("/orders/%2F7", Some("a=1&b=%20"));
+        assert_eq!(
+            prefixed.as_str(),
+            "https://api.example.com/v2/orders/%2F7?a=1&b=%20"
+        );
+        assert_eq!(
+            t.get(1).url_for("/", None).as_str(),
+            "https://api.example.com/v2/"
+        );
     }
 
     #[test]
