@@ -157,6 +157,24 @@ where
     }
 }
 
+/// Reads a request body whole, for the parts of the gateway that must see all of it (schema
+/// validation, request transforms). The limits layer already bounds the body, so this is
+/// safe; crossing the bound is 413. Returns the bytes and the body limit, which also bounds
+/// what the body may decode to.
+pub async fn read_whole_body(
+    parts: &http::request::Parts,
+    body: axum::body::Body,
+) -> Result<(bytes::Bytes, u64), Error> {
+    let limit = parts
+        .extensions
+        .get::<BodyLimit>()
+        .map_or(u64::MAX, |l| l.0);
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| body_read_error(e, limit))?;
+    Ok((bytes, limit))
+}
+
 /// What a request body that failed while being read comes to: 413 when it crossed the limit,
 /// else 400.
 pub fn body_read_error(error: axum::Error, body_limit: u64) -> Error {

@@ -19,7 +19,7 @@ use crate::{
     body::is_json,
     config::{Redaction, RequestSchema},
     error::{Error, FieldError},
-    limits::{BodyLimit, body_read_error},
+    limits::read_whole_body,
 };
 
 /// At most this many errors are listed; a huge body cannot make a huge problem.
@@ -46,14 +46,7 @@ impl RequestValidator {
             });
         }
         let (parts, body) = request.into_parts();
-        // The limits layer already bounds the body; reading it whole is safe.
-        let limit = parts
-            .extensions
-            .get::<BodyLimit>()
-            .map_or(u64::MAX, |l| l.0);
-        let bytes = axum::body::to_bytes(body, usize::MAX)
-            .await
-            .map_err(|e| body_read_error(e, limit))?;
+        let (bytes, limit) = read_whole_body(&parts, body).await?;
         // A compressed body is checked decoded and forwarded as it came.
         let decoded = crate::body::decode(
             parts.headers.get(header::CONTENT_ENCODING),

@@ -19,7 +19,7 @@ use crate::{
     body::{Buffered, Coding, decode, is_json, read_up_to},
     config::{HeaderOps, TransformSettings, TransformSide},
     error::{Error, Problem},
-    limits::{BodyLimit, body_read_error},
+    limits::read_whole_body,
 };
 
 /// The rewrites of one route, built once at start-up.
@@ -61,14 +61,7 @@ impl Transform {
         };
         if side.touches_body() && is_json(request.headers().get(header::CONTENT_TYPE)) {
             let (mut parts, body) = request.into_parts();
-            let limit = parts
-                .extensions
-                .get::<BodyLimit>()
-                .map_or(u64::MAX, |l| l.0);
-            // The limits layer bounds the body; reading it whole is safe.
-            let bytes = axum::body::to_bytes(body, usize::MAX)
-                .await
-                .map_err(|e| body_read_error(e, limit))?;
+            let (bytes, limit) = read_whole_body(&parts, body).await?;
             let body = if bytes.is_empty() {
                 bytes
             } else {
