@@ -3,7 +3,10 @@
 //! one of them has no healthy target), and unless turned off `GET /metrics` (Prometheus),
 //! `GET /openapi.json` and Swagger UI under `GET /docs/`.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use axum::{
     Extension, Json, Router,
@@ -106,24 +109,33 @@ async fn prometheus() -> Response {
     }
 }
 
-/// The OpenAPI document, serialized once; and Swagger UI's configuration.
+/// The OpenAPI document, built and serialized on its first request and kept; and Swagger
+/// UI's configuration. Building it takes about as long as the rest of start-up, and a Lambda
+/// cold start should not pay for a document few invocations ask for. It cannot fail: the
+/// plan it describes was validated.
 struct Docs {
-    document: serde_json::Value,
-    json: Bytes,
+    plan: Plan,
+    built: OnceLock<(serde_json::Value, Bytes)>,
     swagger: Arc<utoipa_swagger_ui::Config<'static>>,
 }
 
 impl Docs {
     fn new(plan: &Plan) -> Self {
-        let document = crate::docs::openapi(plan);
-        let json = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
-        // Relative to /docs/, so it also resolves under an API Gateway stage (/prod/docs/).
-        let swagger = Arc::new(utoipa_swagger_ui::Config::new(["../openapi.json"]));
         Self {
-            document,
-            json,
-            swagger,
+            plan: plan.clone(),
+            built: OnceLock::new(),
+            // Relative to /docs/, so it also resolves under an API Gateway stage (/prod/docs/).
+            swagger: Arc::new(utoipa_swagger_ui::Config::new(["../openapi.json"])),
         }
+    }
+
+    /// The document, and its serialization.
+    fn document(&self) -> &(serde_json::Value, Bytes) {
+        self.built.get_or_init(|| {
+            let document = crate::docs::openapi(&self.plan);
+            let json = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
+            (document, json)
+        })
     }
 }
 
@@ -131,12 +143,12 @@ async fn openapi_json(
     State(docs): State<Arc<Docs>>,
     stage: Option<Extension<StagePrefix>>,
 ) -> Response {
+    let (document, json) = docs.document();
     let body = match stage {
         Some(Extension(StagePrefix(prefix))) => Bytes::from(
-            serde_json::to_vec(&crate::docs::with_server(&docs.document, &prefix))
-                .unwrap_or_default(),
+            serde_json::to_vec(&crate::docs::with_server(document, &prefix)).unwrap_or_default(),
         ),
-        None => docs.json.clone(),
+        None => json.clone(),
     };
     (
         [(
