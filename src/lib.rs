@@ -73,10 +73,16 @@ impl App {
     pub async fn new(config: &Config) -> Result<Self, ConfigError> {
         let plan = Plan::new(config)?;
         let tls = upstream::tls::client_config(upstream::tls::needs_trust_store(&plan))?;
+        // Lambda serves one invocation at a time on one thread: one pool is enough.
+        let pools = if runtime::in_lambda() {
+            1
+        } else {
+            plan.server.workers
+        };
         let upstreams = plan
             .upstreams
             .iter()
-            .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings, &tls)?)))
+            .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings, &tls, pools)?)))
             .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
         let providers = auth::Providers::new(&plan.auth, &internal_client(&tls)?);
         let limiter = ratelimit::RateLimiter::new(&plan.rate_limit)?;

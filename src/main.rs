@@ -313,16 +313,12 @@ fn serve(
     in_lambda: bool,
     started: std::time::Instant,
 ) -> ExitCode {
-    // Lambda runs one invocation at a time: a single-threaded runtime starts faster.
-    let runtime = if in_lambda {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    };
+    // One thread: Lambda runs one invocation at a time, and in server mode this thread only
+    // accepts connections and runs background tasks, while `server.workers` threads, each
+    // with an event loop of its own, serve the requests (runtime::server).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {

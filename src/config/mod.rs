@@ -269,6 +269,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: HumanDuration,
     /// Lambda: time kept free before the invocation deadline to send the response.
     pub deadline_margin: HumanDuration,
+    /// Server mode: threads serving connections, each with its own event loop and upstream
+    /// connection pools. Omitted: one per CPU.
+    pub workers: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -283,6 +286,7 @@ impl Default for ServerConfig {
             strip_stage: true,
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             deadline_margin: HumanDuration(Duration::from_millis(200)),
+            workers: None,
         }
     }
 }

@@ -136,6 +136,8 @@ pub struct ServerSettings {
     pub strip_stage: bool,
     pub shutdown_timeout: Duration,
     pub deadline_margin: Duration,
+    /// Server mode's worker threads (at least one).
+    pub workers: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -369,6 +371,17 @@ fn server_settings(config: &Config, problems: &mut Problems) -> Option<ServerSet
         problems.add("server.header_limit", "must be at least 1KB");
     }
     let header_limit = usize::try_from(server.header_limit.0).unwrap_or(usize::MAX);
+    let workers = match server.workers {
+        Some(n @ 1..=MAX_WORKERS) => n,
+        Some(_) => {
+            problems.add(
+                "server.workers",
+                format!("must be between 1 and {MAX_WORKERS}"),
+            );
+            1
+        }
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
     Some(ServerSettings {
         listen: listen?,
         body_limit: server.body_limit.0,
@@ -378,8 +391,12 @@ fn server_settings(config: &Config, problems: &mut Problems) -> Option<ServerSet
         strip_stage: server.strip_stage,
         shutdown_timeout: server.shutdown_timeout.0,
         deadline_margin: server.deadline_margin.0,
+        workers,
     })
 }
+
+/// More worker threads than this would only add context switches and memory.
+const MAX_WORKERS: usize = 1024;
 
 fn resolve_listen(listen: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = listen.parse() {
@@ -1418,6 +1435,17 @@ mod tests {
             ],
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn workers_default_to_one_per_cpu_and_zero_is_refused() {
+        let plan = Plan::new(&Config::default()).unwrap();
+        assert_eq!(
+            plan.server.workers,
+            std::thread::available_parallelism().map_or(1, usize::from)
+        );
+        let found = problems("[server]\nworkers = 0\n");
+        assert_eq!(found, ["server.workers: must be between 1 and 1024"]);
     }
 
     #[test]

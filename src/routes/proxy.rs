@@ -96,6 +96,7 @@ mod tests {
             upstream: Upstream::new(
                 &settings,
                 &crate::upstream::tls::client_config(false).unwrap(),
+                1,
             )
             .unwrap(),
             target,

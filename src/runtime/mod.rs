@@ -4,7 +4,7 @@
 pub mod lambda;
 pub mod server;
 
-use std::net::IpAddr;
+use std::{cell::Cell, net::IpAddr};
 
 use http::HeaderValue;
 
@@ -14,6 +14,22 @@ pub const LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
 /// Whether this process runs inside AWS Lambda.
 pub fn in_lambda() -> bool {
     std::env::var_os(LAMBDA_RUNTIME_API).is_some()
+}
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the server worker thread this code runs on; 0 outside the workers (Lambda,
+/// start-up, background tasks, tests). Upstreams keep one connection pool per worker, so a
+/// request and its upstream connection are driven by the same thread.
+pub fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// Marks the current thread as server worker `index`.
+pub(crate) fn set_worker(index: usize) {
+    WORKER.with(|worker| worker.set(index));
 }
 
 /// The API Gateway stage prefix (`/prod`) removed from the path before routing; the

@@ -58,7 +58,9 @@ struct Inner {
     name: Arc<str>,
     targets: Targets,
     timeout: Duration,
-    client: reqwest::Client,
+    /// One pooled client per server worker ([`crate::runtime::worker`]): a connection is
+    /// driven by the worker that opened it, so reusing it never wakes another thread.
+    clients: Box<[reqwest::Client]>,
     retry: Option<RetryPolicy>,
     breaker: Option<CircuitBreaker>,
     in_flight: Option<Arc<Semaphore>>,
@@ -109,22 +111,18 @@ enum Attempt {
 }
 
 impl Upstream {
-    /// `tls` is the process's shared client TLS configuration ([`tls::client_config`]).
+    /// `tls` is the process's shared client TLS configuration ([`tls::client_config`]);
+    /// `pools` is the number of server workers, each of which gets its own connection pool.
     pub fn new(
         settings: &UpstreamSettings,
         tls: &rustls::ClientConfig,
+        pools: usize,
     ) -> Result<Self, ConfigError> {
         let now = Instant::now();
         let name: Arc<str> = settings.name.as_str().into();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls.clone())
-            .connect_timeout(settings.connect_timeout)
-            .read_timeout(settings.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
+        let clients = (0..pools.max(1))
+            .map(|_| client(settings, tls))
+            .collect::<Result<_, _>>()
             .map_err(|e| {
                 ConfigError::single(
                     format!("upstreams.{name}"),
@@ -135,7 +133,7 @@ impl Upstream {
             targets: Targets::new(&settings.targets, now)
                 .map_err(|e| ConfigError::single(format!("upstreams.{name}"), e))?,
             timeout: settings.timeout,
-            client,
+            clients,
             retry: settings.retry.clone().map(|r| RetryPolicy::new(r, now)),
             breaker: settings
                 .circuit_breaker
@@ -151,6 +149,12 @@ impl Upstream {
 
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// The connection pool of the worker thread this runs on.
+    fn client(&self) -> &reqwest::Client {
+        let clients = &self.0.clients;
+        &clients[crate::runtime::worker() % clients.len()]
     }
 
     /// Sends `request` to `path` on this upstream (the query string is kept as received) and
@@ -334,7 +338,7 @@ impl Upstream {
         *request.headers_mut() = outbound.headers.clone();
         *request.body_mut() = outbound.body.take();
 
-        let sent = tokio::time::timeout(timeout, inner.client.execute(request)).await;
+        let sent = tokio::time::timeout(timeout, self.client().execute(request)).await;
         let finished = Instant::now();
         let outcome = match sent {
             Err(_elapsed) => Attempt::Failed(Error::UpstreamTimeout {
@@ -421,7 +425,7 @@ impl Upstream {
         let inner = &*self.0;
         for (index, target) in inner.targets.iter().enumerate() {
             let url = format!("{}{}", target.url, check.path);
-            let result = inner.client.get(url).timeout(check.timeout).send().await;
+            let result = self.client().get(url).timeout(check.timeout).send().await;
             let healthy =
                 matches!(&result, Ok(r) if r.status().is_success() || r.status().is_redirection());
             if inner.targets.set_probe_result(index, healthy) {
@@ -439,6 +443,23 @@ impl Upstream {
             }
         }
     }
+}
+
+/// A pooled client for one upstream: its own connect and read timeouts, no redirects, no
+/// environment proxy.
+fn client(
+    settings: &UpstreamSettings,
+    tls: &rustls::ClientConfig,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
+        .connect_timeout(settings.connect_timeout)
+        .read_timeout(settings.timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
 }
 
 fn finish(outcome: Attempt) -> Result<reqwest::Response, Error> {

@@ -80,6 +80,56 @@ async fn behind_trusted_proxies_the_client_is_read_from_forwarded_for() {
     );
 }
 
+#[tokio::test]
+async fn each_worker_keeps_its_own_upstream_connections() {
+    // The upstream records the address of every connection a request came on.
+    let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::net::SocketAddr>::new()));
+    let seen = peers.clone();
+    let upstream = Router::new().fallback(any(
+        move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+            std::net::SocketAddr,
+        >| {
+            seen.lock().unwrap().push(peer);
+            async { "ok" }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            upstream.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let gateway = Gateway::start(&config_with_upstream(
+        &upstream_url,
+        "[server]\nworkers = 2\n[[routes]]\npath = \"/r\"\nupstream = \"backend\"\n",
+    ))
+    .await;
+
+    // Two client connections, handed to the two workers in turn; their requests take turns
+    // and never overlap, so one shared pool would reuse a single upstream connection.
+    let (first, second) = (client(), client());
+    for _ in 0..3 {
+        for connection in [&first, &second] {
+            let response = connection.get(gateway.url("/r")).send().await.unwrap();
+            assert_eq!(response.text().await.unwrap(), "ok");
+        }
+    }
+
+    let mut used = peers.lock().unwrap().clone();
+    assert_eq!(used.len(), 6);
+    used.sort();
+    used.dedup();
+    assert_eq!(
+        used.len(),
+        2,
+        "one upstream connection per worker: {used:?}"
+    );
+}
+
 /// The real binary in server mode, with its address read from its "listening" log line.
 struct Process {
     child: tokio::process::Child,
