@@ -8,6 +8,8 @@
 //! forge log lines on a terminal.
 
 use std::{
+    fmt,
+    net::IpAddr,
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
@@ -19,11 +21,20 @@ use std::{
 
 use axum::{body::Body, extract::Request, response::Response};
 use bytes::Bytes;
-use http::{Extensions, Method};
+use http::{Extensions, HeaderValue, Method, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tower::{Layer, Service};
 
 use super::{RequestId, trace_context::TraceContext};
+
+/// A trace id as W3C Trace Context writes it: 32 lower-case hex digits.
+struct TraceId(u128);
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
 use crate::runtime::ClientInfo;
 
 /// What the inner layers learned about a request, for its access-log event.
@@ -95,14 +106,15 @@ pub struct AccessLogService<S> {
     inner: S,
 }
 
-/// Everything the event needs, gathered at the start and finished with the response.
+/// Everything the event needs, gathered at the start and finished with the response. Kept
+/// as it was found (cheap clones); text is only made if the event is written.
 struct Record {
     start: Instant,
     method: Method,
-    path: String,
-    request_id: String,
-    trace_id: Option<String>,
-    client_ip: Option<String>,
+    uri: Uri,
+    request_id: Option<HeaderValue>,
+    trace_id: Option<u128>,
+    client_ip: Option<IpAddr>,
     aws_request_id: Option<String>,
     cold_start: Option<ColdStart>,
     notes: Arc<Notes>,
@@ -129,18 +141,10 @@ where
         let record = Record {
             start: Instant::now(),
             method: request.method().clone(),
-            path: request.uri().path().escape_debug().to_string(),
-            request_id: extensions
-                .get::<RequestId>()
-                .map(|id| id.as_str().to_owned())
-                .unwrap_or_default(),
-            trace_id: extensions
-                .get::<TraceContext>()
-                .map(TraceContext::trace_id_hex),
-            client_ip: extensions
-                .get::<ClientInfo>()
-                .and_then(|c| c.ip)
-                .map(|ip| ip.to_string()),
+            uri: request.uri().clone(),
+            request_id: extensions.get::<RequestId>().map(|id| id.0.clone()),
+            trace_id: extensions.get::<TraceContext>().map(|t| t.trace_id),
+            client_ip: extensions.get::<ClientInfo>().and_then(|c| c.ip),
             aws_request_id: extensions
                 .get::<lambda_http::lambda_runtime::Context>()
                 .map(|c| c.request_id.clone()),
@@ -299,8 +303,7 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
         .notes
         .0
         .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+        .unwrap_or_else(PoisonError::into_inner);
     let latency = record.start.elapsed();
     super::metrics::record_request(&super::metrics::RequestSample {
         route: noted.route.as_ref(),
@@ -320,17 +323,17 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
     let millis = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::info!(
         target: "proxyfn::access",
-        request_id = %record.request_id,
-        trace_id = record.trace_id.as_deref(),
+        request_id = record.request_id.as_ref().map_or("", |id| id.to_str().unwrap_or_default()),
+        trace_id = record.trace_id.map(|id| display(TraceId(id))),
         method = %record.method,
         route = noted.route.as_deref(),
-        path = %record.path,
+        path = %record.uri.path().escape_debug(),
         status = record.status,
         latency_ms = millis(latency),
         upstream = noted.upstream.as_deref(),
         upstream_latency_ms = noted.upstream_latency.map(millis),
         attempts = (noted.attempts > 0).then_some(noted.attempts),
-        client_ip = record.client_ip.as_deref(),
+        client_ip = record.client_ip.map(display),
         principal = noted.principal.as_deref().map(|p| p.escape_debug().to_string()),
         rate_limit = noted.rate_limit,
         bytes_in = record.bytes_in.load(Ordering::Relaxed),
