@@ -48,7 +48,6 @@ use std::collections::BTreeMap;
 use axum::{Router, response::IntoResponse};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use config::ServerSettings;
 pub use config::{Config, ConfigError, Plan};
 pub use error::Error;
 
@@ -87,15 +86,10 @@ impl App {
         let providers = auth::Providers::new(&plan.auth, &internal_client(&tls)?);
         let limiter = ratelimit::RateLimiter::new(&plan.rate_limit)?;
         let cache = cache::ResponseCache::new(&plan.cache)?;
-        let mut router = wrap(
+        let router = wrap(
             routes::router(&plan, &upstreams, &providers, &limiter, &cache),
-            &plan.server,
-            plan.cors.as_ref(),
+            &plan,
         );
-        if let Some(settings) = plan.compression {
-            router = router.layer(compression(settings));
-        }
-        let router = router.layer(sensitive_headers(&plan));
         Ok(Self {
             plan,
             router,
@@ -181,27 +175,41 @@ fn cors_layer(cors: &config::CorsSettings) -> tower_http::cors::CorsLayer {
     layer
 }
 
-/// The layers every request passes through before routing.
-fn wrap(routes: Router, server: &ServerSettings, cors: Option<&config::CorsSettings>) -> Router {
-    // `Router::layer` runs the last layer first: read this list from the bottom up.
-    let mut router = Router::new()
-        .fallback_service(routes)
-        .layer(NormalizePathLayer)
+/// The layers every request passes through before routing, outermost first.
+///
+/// One `ServiceBuilder` stack, boxed once by the outer `Router`: each `Router::layer` would box
+/// its layer again and clone every box below it on each request.
+fn wrap(routes: Router, plan: &Plan) -> Router {
+    use tower::ServiceBuilder;
+    #[cfg(feature = "otlp")]
+    let otel = observability::otel::OtelSpanLayer;
+    #[cfg(not(feature = "otlp"))]
+    let otel = tower::layer::util::Identity::new();
+    let server = &plan.server;
+    let stack = ServiceBuilder::new()
+        .layer(sensitive_headers(plan))
+        .option_layer(plan.compression.map(|settings| {
+            ServiceBuilder::new()
+                .map_response(IntoResponse::into_response)
+                .layer(compression(settings))
+        }))
+        .layer(RequestIdLayer)
+        .layer(TraceContextLayer)
+        .layer(otel)
+        .layer(AccessLogLayer)
+        .option_layer(plan.cors.as_ref().map(cors_layer))
+        .map_response(IntoResponse::into_response)
+        .layer(CatchPanicLayer::custom(|_panic| {
+            Error::Internal("a request handler panicked".into()).into_response()
+        }))
         .layer(LimitsLayer::new(
             server.body_limit,
             server.header_limit,
             server.timeout,
         ))
-        .layer(CatchPanicLayer::custom(|_panic| {
-            Error::Internal("a request handler panicked".into()).into_response()
-        }));
-    if let Some(cors) = cors {
-        router = router.layer(cors_layer(cors));
-    }
-    let router = router.layer(AccessLogLayer);
-    #[cfg(feature = "otlp")]
-    let router = router.layer(observability::otel::OtelSpanLayer);
-    router.layer(TraceContextLayer).layer(RequestIdLayer)
+        .layer(NormalizePathLayer)
+        .service(routes);
+    Router::new().fallback_service(stack)
 }
 
 #[cfg(test)]
@@ -223,10 +231,7 @@ mod tests {
             .body(Body::empty())
             .unwrap();
 
-        let response = wrap(panicking, &plan.server, None)
-            .oneshot(request)
-            .await
-            .unwrap();
+        let response = wrap(panicking, &plan).oneshot(request).await.unwrap();
 
         assert_eq!(response.status(), 500);
         assert_eq!(
