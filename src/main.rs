@@ -16,6 +16,11 @@ use proxyfn::{
     runtime::{self, lambda, server},
 };
 
+/// mimalloc instead of glibc malloc: the request path allocates and frees small buffers on
+/// every worker thread, where glibc's arenas contend (measured in BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "proxyfn",
