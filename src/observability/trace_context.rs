@@ -90,6 +90,17 @@ impl TraceContext {
     }
 }
 
+impl TraceContext {
+    /// This hop's `traceparent` value, formatted on the stack (the request path makes one per
+    /// request).
+    pub fn header_value(&self) -> Option<HeaderValue> {
+        use std::io::Write;
+        let mut text = [0u8; 55];
+        write!(&mut text[..], "{self}").ok()?;
+        HeaderValue::from_bytes(&text).ok()
+    }
+}
+
 fn nonzero_u64() -> u64 {
     fastrand::u64(1..)
 }
@@ -134,8 +145,9 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let headers = request.headers_mut();
-        let incoming = match headers.get_all(&TRACEPARENT).iter().collect::<Vec<_>>()[..] {
-            [one] => TraceContext::parse(one.as_bytes()),
+        let mut traceparents = headers.get_all(&TRACEPARENT).iter();
+        let incoming = match (traceparents.next(), traceparents.next()) {
+            (Some(one), None) => TraceContext::parse(one.as_bytes()),
             _ => None,
         };
         let context = match incoming {
@@ -145,7 +157,7 @@ where
                 TraceContext::start()
             }
         };
-        if let Ok(value) = HeaderValue::from_str(&context.to_string()) {
+        if let Some(value) = context.header_value() {
             headers.insert(TRACEPARENT, value);
         }
         request.extensions_mut().insert(context);
@@ -164,6 +176,7 @@ mod tests {
         let parent = TraceContext::parse(EXAMPLE.as_bytes()).unwrap();
         assert_eq!(parent.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(parent.to_string(), EXAMPLE);
+        assert_eq!(parent.header_value().unwrap(), EXAMPLE);
         let child = parent.child();
         assert_eq!(child.trace_id, parent.trace_id);
         assert_eq!(child.flags, 1);

@@ -255,7 +255,11 @@ impl Upstream {
         loop {
             let started = Instant::now();
             stats.attempts = attempt;
-            let outcome = self.attempt(outbound, path, deadline, body_limit).await;
+            // Only an attempt that may be followed by another needs the request kept.
+            let last = !(may_retry && attempt < attempts && outbound.body.replayable());
+            let outcome = self
+                .attempt(outbound, path, deadline, body_limit, last)
+                .await;
             stats.last_latency = started.elapsed();
             let outcome = outcome?;
             let retryable = match &outcome {
@@ -297,12 +301,14 @@ impl Upstream {
     }
 
     /// One attempt: breaker, target, timeout cut to the deadline, send, record the outcome.
+    /// The `last` attempt takes the outbound headers instead of copying them.
     async fn attempt(
         &self,
         outbound: &mut Outbound,
         path: &str,
         deadline: Option<Instant>,
         body_limit: u64,
+        last: bool,
     ) -> Result<Attempt, Error> {
         let inner = &*self.0;
         let now = Instant::now();
@@ -335,7 +341,11 @@ impl Upstream {
         let target = inner.targets.get(index);
         let url = target.url_for(path, outbound.query.as_deref());
         let mut request = reqwest::Request::new(outbound.method.clone(), url);
-        *request.headers_mut() = outbound.headers.clone();
+        *request.headers_mut() = if last {
+            std::mem::take(&mut outbound.headers)
+        } else {
+            outbound.headers.clone()
+        };
         *request.body_mut() = outbound.body.take();
 
         let sent = tokio::time::timeout(timeout, self.client().execute(request)).await;
