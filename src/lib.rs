@@ -76,7 +76,7 @@ impl App {
         let pools = if runtime::in_lambda() {
             1
         } else {
-            plan.server.workers
+            plan.server.workers()
         };
         let upstreams = plan
             .upstreams

@@ -136,8 +136,17 @@ pub struct ServerSettings {
     pub strip_stage: bool,
     pub shutdown_timeout: Duration,
     pub deadline_margin: Duration,
-    /// Server mode's worker threads (at least one).
-    pub workers: usize,
+    /// Server mode's worker threads, when configured; see [`ServerSettings::workers`].
+    pub configured_workers: Option<usize>,
+}
+
+impl ServerSettings {
+    /// Server mode's worker threads: as configured, else one per CPU (read only when asked:
+    /// finding the CPU quota reads cgroup files, which a Lambda cold start need not pay for).
+    pub fn workers(&self) -> usize {
+        self.configured_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -371,17 +380,15 @@ fn server_settings(config: &Config, problems: &mut Problems) -> Option<ServerSet
         problems.add("server.header_limit", "must be at least 1KB");
     }
     let header_limit = usize::try_from(server.header_limit.0).unwrap_or(usize::MAX);
-    let workers = match server.workers {
-        Some(n @ 1..=MAX_WORKERS) => n,
-        Some(_) => {
-            problems.add(
-                "server.workers",
-                format!("must be between 1 and {MAX_WORKERS}"),
-            );
-            1
-        }
-        None => std::thread::available_parallelism().map_or(1, usize::from),
-    };
+    if server
+        .workers
+        .is_some_and(|n| !(1..=MAX_WORKERS).contains(&n))
+    {
+        problems.add(
+            "server.workers",
+            format!("must be between 1 and {MAX_WORKERS}"),
+        );
+    }
     Some(ServerSettings {
         listen: listen?,
         body_limit: server.body_limit.0,
@@ -391,7 +398,7 @@ fn server_settings(config: &Config, problems: &mut Problems) -> Option<ServerSet
         strip_stage: server.strip_stage,
         shutdown_timeout: server.shutdown_timeout.0,
         deadline_margin: server.deadline_margin.0,
-        workers,
+        configured_workers: server.workers,
     })
 }
 
@@ -1441,7 +1448,7 @@ mod tests {
     fn workers_default_to_one_per_cpu_and_zero_is_refused() {
         let plan = Plan::new(&Config::default()).unwrap();
         assert_eq!(
-            plan.server.workers,
+            plan.server.workers(),
             std::thread::available_parallelism().map_or(1, usize::from)
         );
         let found = problems("[server]\nworkers = 0\n");

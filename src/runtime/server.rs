@@ -76,9 +76,10 @@ pub async fn serve(
     // listeners, then, once every worker has drained, their event loops.
     let (stop, stopped) = watch::channel(false);
     let (release, released) = watch::channel(false);
-    let mut handoffs = Vec::with_capacity(app.plan.server.workers);
-    let mut drained = Vec::with_capacity(app.plan.server.workers);
-    for index in 0..app.plan.server.workers {
+    let workers = app.plan.server.workers();
+    let mut handoffs = Vec::with_capacity(workers);
+    let mut drained = Vec::with_capacity(workers);
+    for index in 0..workers {
         let (handoff, incoming) = mpsc::unbounded_channel();
         let (done, on_done) = oneshot::channel();
         let worker = Worker {
