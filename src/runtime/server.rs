@@ -81,9 +81,11 @@ pub async fn serve(
     let mut drained = Vec::with_capacity(workers);
     for index in 0..workers {
         let (handoff, incoming) = mpsc::unbounded_channel();
+        let (started, on_started) = oneshot::channel();
         let (done, on_done) = oneshot::channel();
         let worker = Worker {
             index,
+            started,
             connections: connections.clone(),
             listener: Handoff { incoming, local },
             stopped: stopped.clone(),
@@ -93,6 +95,11 @@ pub async fn serve(
         std::thread::Builder::new()
             .name(format!("proxyfn-worker-{index}"))
             .spawn(move || worker.run())?;
+        // A worker that cannot start fails `serve`, instead of silently dropping its share
+        // of the connections.
+        on_started
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("a worker thread ended at start")))?;
         handoffs.push(handoff);
         drained.push(on_done);
     }
@@ -163,6 +170,7 @@ fn is_connection_error(error: &io::Error) -> bool {
 /// One worker thread: its event loop serves the connections handed to it.
 struct Worker {
     index: usize,
+    started: oneshot::Sender<io::Result<()>>,
     connections: Connections,
     listener: Handoff,
     stopped: watch::Receiver<bool>,
@@ -174,6 +182,7 @@ impl Worker {
     fn run(self) {
         let Self {
             index,
+            started,
             connections,
             listener,
             mut stopped,
@@ -187,10 +196,11 @@ impl Worker {
         {
             Ok(runtime) => runtime,
             Err(error) => {
-                let _ = done.send(Err(error));
+                let _ = started.send(Err(error));
                 return;
             }
         };
+        let _ = started.send(Ok(()));
         runtime.block_on(async move {
             // Responses are written whole: Nagle's algorithm would only delay them.
             let listener = listener.tap_io(|stream| {
