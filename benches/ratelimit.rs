@@ -70,7 +70,7 @@ fn memory_checks(c: &mut Criterion) {
         .unwrap(),
     )
     .unwrap();
-    let limiter = runtime.block_on(async { RateLimiter::new(&plan.rate_limit).unwrap() });
+    let limiter = runtime.block_on(async { RateLimiter::new(&plan.rate_limit, 1).unwrap() });
     let one = limiter.route(&["per_ip".to_owned()]).unwrap();
     let two = limiter.route(&plan.routes[0].rate_limits).unwrap();
     let mut request = http::Request::get("/x").body(Body::empty()).unwrap();

@@ -72,7 +72,8 @@ impl App {
     pub async fn new(config: &Config) -> Result<Self, ConfigError> {
         let plan = Plan::new(config)?;
         let tls = upstream::tls::client_config(upstream::tls::needs_trust_store(&plan))?;
-        // Lambda serves one invocation at a time on one thread: one pool is enough.
+        // Upstreams and Redis get a connection pool per server worker. Lambda serves one
+        // invocation at a time on one thread: one pool is enough.
         let pools = if runtime::in_lambda() {
             1
         } else {
@@ -84,8 +85,8 @@ impl App {
             .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings, &tls, pools)?)))
             .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
         let providers = auth::Providers::new(&plan.auth, &internal_client(&tls)?);
-        let limiter = ratelimit::RateLimiter::new(&plan.rate_limit)?;
-        let cache = cache::ResponseCache::new(&plan.cache)?;
+        let limiter = ratelimit::RateLimiter::new(&plan.rate_limit, pools)?;
+        let cache = cache::ResponseCache::new(&plan.cache, pools)?;
         let router = wrap(
             routes::router(&plan, &upstreams, &providers, &limiter, &cache),
             &plan,

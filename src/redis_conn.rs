@@ -2,6 +2,9 @@
 //! auto-reconnecting connection built at start-up and connected on first use, so a cold
 //! start never waits on Redis and a Redis restart heals without restarting the gateway.
 //! [`Redis`] also speaks to a Redis Cluster, where commands are routed by key slot.
+//!
+//! In server mode each worker thread gets its own connection (see [`crate::runtime::worker`]),
+//! so a command is sent and its reply read by the thread that asked, as with upstream pools.
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,24 +31,33 @@ pub fn connect_lazily(url: &str) -> Result<ConnectionManager, String> {
     ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())
 }
 
-/// A standalone server (through a [`ConnectionManager`]) or a cluster, connected lazily.
+/// A standalone server (through a [`ConnectionManager`]) or a cluster, connected lazily;
+/// one connection per worker thread.
 #[derive(Clone)]
 pub enum Redis {
-    Single(ConnectionManager),
+    Single(Arc<[ConnectionManager]>),
     Cluster(Arc<Cluster>),
 }
 
 pub struct Cluster {
     client: ClusterClient,
-    connection: OnceCell<ClusterConnection>,
+    connections: Box<[OnceCell<ClusterConnection>]>,
+}
+
+/// The slot of the worker thread this runs on, among `slots`.
+fn slot(slots: usize) -> usize {
+    crate::runtime::worker() % slots.max(1)
 }
 
 impl Redis {
     /// `url` is the server, or with `cluster` any node of the cluster (the others are found
-    /// from it).
-    pub fn new(url: &str, cluster: bool) -> Result<Self, String> {
+    /// from it); `pools` is the number of server workers, each of which gets a connection.
+    pub fn new(url: &str, cluster: bool, pools: usize) -> Result<Self, String> {
         if !cluster {
-            return connect_lazily(url).map(Redis::Single);
+            return (0..pools.max(1))
+                .map(|_| connect_lazily(url))
+                .collect::<Result<_, _>>()
+                .map(Redis::Single);
         }
         let client = ClusterClient::builder([url])
             .connection_timeout(Duration::from_secs(1))
@@ -54,7 +66,7 @@ impl Redis {
             .map_err(|e| e.to_string())?;
         Ok(Redis::Cluster(Arc::new(Cluster {
             client,
-            connection: OnceCell::new(),
+            connections: (0..pools.max(1)).map(|_| OnceCell::new()).collect(),
         })))
     }
 
@@ -66,15 +78,17 @@ impl Redis {
     /// its own, so a caller's timeout never abandons a half-made connection.
     pub async fn connection(&self) -> redis::RedisResult<Connection> {
         match self {
-            Redis::Single(manager) => Ok(Connection::Single(manager.clone())),
+            Redis::Single(managers) => {
+                Ok(Connection::Single(managers[slot(managers.len())].clone()))
+            }
             Redis::Cluster(cluster) => {
-                if let Some(ready) = cluster.connection.get() {
+                let slot = slot(cluster.connections.len());
+                if let Some(ready) = cluster.connections[slot].get() {
                     return Ok(Connection::Cluster(ready.clone()));
                 }
                 let cluster = cluster.clone();
                 let connecting = tokio::spawn(async move {
-                    cluster
-                        .connection
+                    cluster.connections[slot]
                         .get_or_try_init(|| cluster.client.get_async_connection())
                         .await
                         .cloned()

@@ -66,7 +66,8 @@ struct Memory {
 pub type Key = [u8; 32];
 
 impl ResponseCache {
-    pub fn new(settings: &CacheSettings) -> Result<Self, ConfigError> {
+    /// `pools`: the number of server workers, each with its own Redis connection.
+    pub fn new(settings: &CacheSettings, pools: usize) -> Result<Self, ConfigError> {
         let store = match &settings.store {
             CacheStore::Memory { max_bytes } => Store::Memory(Mutex::new(Memory {
                 entries: LruCache::unbounded(),
@@ -74,7 +75,8 @@ impl ResponseCache {
                 max_bytes: *max_bytes,
             })),
             CacheStore::Redis { url, cluster } => Store::Redis(
-                Redis::new(url, *cluster).map_err(|e| ConfigError::single("cache.redis_url", e))?,
+                Redis::new(url, *cluster, pools)
+                    .map_err(|e| ConfigError::single("cache.redis_url", e))?,
             ),
         };
         Ok(Self(Arc::new(Inner {

@@ -128,11 +128,12 @@ fn policy_item(name: &str, quota: Quota) -> String {
 }
 
 impl RateLimiter {
-    pub fn new(settings: &RateLimitSettings) -> Result<Self, ConfigError> {
+    /// `pools`: the number of server workers, each with its own Redis connection.
+    pub fn new(settings: &RateLimitSettings, pools: usize) -> Result<Self, ConfigError> {
         let redis = match &settings.store {
             RateLimitStore::Memory => None,
             RateLimitStore::Redis { url, cluster } => {
-                Some(redis::RedisStore::new(url, *cluster).map_err(|e| {
+                Some(redis::RedisStore::new(url, *cluster, pools).map_err(|e| {
                     ConfigError::single("rate_limit.redis_url", format!("cannot use Redis: {e}"))
                 })?)
             }

@@ -39,10 +39,11 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Must be called inside the Tokio runtime; connects on first use.
-    pub fn new(url: &str, cluster: bool) -> Result<Self, String> {
+    /// Must be called inside the Tokio runtime; connects on first use, one connection per
+    /// server worker (`pools`).
+    pub fn new(url: &str, cluster: bool, pools: usize) -> Result<Self, String> {
         Ok(Self {
-            redis: Redis::new(url, cluster)?,
+            redis: Redis::new(url, cluster, pools)?,
         })
     }
 

@@ -282,6 +282,39 @@ async fn two_gateways_sharing_redis_enforce_one_limit_over_a_concurrent_burst() 
 }
 
 #[tokio::test]
+async fn each_worker_keeps_its_own_redis_connection() {
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::echo().await;
+    let gateway = Gateway::start(&format!(
+        "[server]\nworkers = 2\n{}{}",
+        redis_store(&redis, "deny"),
+        limited_config(
+            &upstream.url(),
+            "[rate_limits.a]\nkey = \"ip\"\nlimit = 100\nper = \"1m\"",
+            "\"a\"",
+            "",
+        )
+    ))
+    .await;
+
+    // Each status() call is a new client connection, and connections go to the workers in
+    // turn, so the requests take turns on the two workers and never overlap.
+    for _ in 0..4 {
+        assert_eq!(gateway.status("/limited/x").await, 200);
+    }
+
+    let clients = redis.command("CLIENT LIST").await;
+    let gateway_connections = clients
+        .lines()
+        .filter(|line| line.contains("cmd=") && !line.contains("cmd=client|list"))
+        .count();
+    assert_eq!(
+        gateway_connections, 2,
+        "one connection per worker:\n{clients}"
+    );
+}
+
+#[tokio::test]
 async fn each_limited_request_is_one_script_call_to_redis() {
     let redis = RedisServer::start().await;
     let upstream = Upstream::echo().await;
