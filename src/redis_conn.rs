@@ -16,6 +16,8 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
+use crate::runtime::worker_slot;
+
 /// A connection manager for `url` that has not connected yet.
 ///
 /// Connection attempts are short and retried once; a failed attempt is retried on the next
@@ -42,11 +44,6 @@ pub enum Redis {
 pub struct Cluster {
     client: ClusterClient,
     connections: Box<[OnceCell<ClusterConnection>]>,
-}
-
-/// The slot of the worker thread this runs on, among `slots`.
-fn slot(slots: usize) -> usize {
-    crate::runtime::worker() % slots.max(1)
 }
 
 impl Redis {
@@ -78,11 +75,11 @@ impl Redis {
     /// its own, so a caller's timeout never abandons a half-made connection.
     pub async fn connection(&self) -> redis::RedisResult<Connection> {
         match self {
-            Redis::Single(managers) => {
-                Ok(Connection::Single(managers[slot(managers.len())].clone()))
-            }
+            Redis::Single(managers) => Ok(Connection::Single(
+                managers[worker_slot(managers.len())].clone(),
+            )),
             Redis::Cluster(cluster) => {
-                let slot = slot(cluster.connections.len());
+                let slot = worker_slot(cluster.connections.len());
                 if let Some(ready) = cluster.connections[slot].get() {
                     return Ok(Connection::Cluster(ready.clone()));
                 }

@@ -8,7 +8,6 @@
 //! forge log lines on a terminal.
 
 use std::{
-    fmt,
     net::IpAddr,
     pin::Pin,
     sync::{
@@ -27,14 +26,6 @@ use tower::{Layer, Service};
 
 use super::{RequestId, trace_context::TraceContext};
 
-/// A trace id as W3C Trace Context writes it: 32 lower-case hex digits.
-struct TraceId(u128);
-
-impl fmt::Display for TraceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
 use crate::runtime::ClientInfo;
 
 /// What the inner layers learned about a request, for its access-log event.
@@ -113,7 +104,7 @@ struct Record {
     method: Method,
     uri: Uri,
     request_id: Option<HeaderValue>,
-    trace_id: Option<u128>,
+    trace: Option<TraceContext>,
     client_ip: Option<IpAddr>,
     aws_request_id: Option<String>,
     cold_start: Option<ColdStart>,
@@ -143,7 +134,7 @@ where
             method: request.method().clone(),
             uri: request.uri().clone(),
             request_id: extensions.get::<RequestId>().map(|id| id.0.clone()),
-            trace_id: extensions.get::<TraceContext>().map(|t| t.trace_id),
+            trace: extensions.get::<TraceContext>().copied(),
             client_ip: extensions.get::<ClientInfo>().and_then(|c| c.ip),
             aws_request_id: extensions
                 .get::<lambda_http::lambda_runtime::Context>()
@@ -324,7 +315,7 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
     tracing::info!(
         target: "proxyfn::access",
         request_id = record.request_id.as_ref().map_or("", |id| id.to_str().unwrap_or_default()),
-        trace_id = record.trace_id.map(|id| display(TraceId(id))),
+        trace_id = record.trace.map(|t| display(t.trace_id_hex())),
         method = %record.method,
         route = noted.route.as_deref(),
         path = %record.uri.path().escape_debug(),

@@ -85,8 +85,10 @@ impl TraceContext {
         }
     }
 
-    pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
+    /// The trace id as §3.2.2.3 writes it (32 lower-case hex digits), formatted only when
+    /// displayed.
+    pub fn trace_id_hex(&self) -> impl fmt::Display + use<> {
+        TraceIdHex(self.trace_id)
     }
 }
 
@@ -98,6 +100,14 @@ impl TraceContext {
         let mut text = [0u8; 55];
         write!(&mut text[..], "{self}").ok()?;
         HeaderValue::from_bytes(&text).ok()
+    }
+}
+
+struct TraceIdHex(u128);
+
+impl fmt::Display for TraceIdHex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
     }
 }
 
@@ -174,7 +184,10 @@ mod tests {
     #[test]
     fn the_spec_example_parses_and_its_child_keeps_trace_and_flags() {
         let parent = TraceContext::parse(EXAMPLE.as_bytes()).unwrap();
-        assert_eq!(parent.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            parent.trace_id_hex().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(parent.to_string(), EXAMPLE);
         assert_eq!(parent.header_value().unwrap(), EXAMPLE);
         let child = parent.child();

@@ -27,6 +27,12 @@ pub fn worker() -> usize {
     WORKER.with(Cell::get)
 }
 
+/// Which of `slots` per-worker resources (a connection pool, a Redis connection) this
+/// thread uses.
+pub(crate) fn worker_slot(slots: usize) -> usize {
+    worker() % slots.max(1)
+}
+
 /// Marks the current thread as server worker `index`.
 pub(crate) fn set_worker(index: usize) {
     WORKER.with(|worker| worker.set(index));

@@ -154,7 +154,7 @@ impl Upstream {
     /// The connection pool of the worker thread this runs on.
     fn client(&self) -> &reqwest::Client {
         let clients = &self.0.clients;
-        &clients[crate::runtime::worker() % clients.len()]
+        &clients[crate::runtime::worker_slot(clients.len())]
     }
 
     /// Sends `request` to `path` on this upstream (the query string is kept as received) and
