@@ -227,7 +227,7 @@ fn limits(plan: &Plan, command: LimitsCommand) -> ExitCode {
     };
     let sensitive = matches!(policy.key, LimitKey::Header(_));
     admin(async {
-        let store = RedisStore::new(url, *cluster, 1)?;
+        let store = RedisStore::new(url, *cluster, 1, plan.rate_limit.timeout)?;
         let redis_error = |e: redis::RedisError| e.to_string();
         match command {
             LimitsCommand::Set {

@@ -4,9 +4,9 @@
 //!
 //! The algorithm is GCRA ([`gcra`]): smooth, exact, one number per key. State lives in
 //! process ([`memory`], the default) or in Redis ([`redis`], shared by every instance, one
-//! script call per request). When Redis fails or is slower than `timeout`,
-//! `on_store_error` decides: `allow` (fail open), `deny` (503) or `local` (the in-memory
-//! limiter, per instance, until Redis answers again).
+//! script call per request, or per batch of the requests that arrive together). When Redis
+//! fails or is slower than `timeout`, `on_store_error` decides: `allow` (fail open), `deny`
+//! (503) or `local` (the in-memory limiter, per instance, until Redis answers again).
 //!
 //! Every response of a limited route carries `RateLimit-Policy` and `RateLimit`
 //! (draft-ietf-httpapi-ratelimit-headers-10); a refused request is 429 with `Retry-After`.
@@ -132,11 +132,11 @@ impl RateLimiter {
     pub fn new(settings: &RateLimitSettings, pools: usize) -> Result<Self, ConfigError> {
         let redis = match &settings.store {
             RateLimitStore::Memory => None,
-            RateLimitStore::Redis { url, cluster } => {
-                Some(redis::RedisStore::new(url, *cluster, pools).map_err(|e| {
+            RateLimitStore::Redis { url, cluster } => Some(
+                redis::RedisStore::new(url, *cluster, pools, settings.timeout).map_err(|e| {
                     ConfigError::single("rate_limit.redis_url", format!("cannot use Redis: {e}"))
-                })?)
-            }
+                })?,
+            ),
         };
         Ok(Self {
             shared: Arc::new(Shared {
@@ -298,7 +298,7 @@ impl RouteLimits {
                 )
             })
             .collect();
-        let results = tokio::time::timeout(self.shared.timeout, redis.check(&checks))
+        let results = tokio::time::timeout(self.shared.timeout, redis.check(checks))
             .await
             .map_err(|_| format!("no answer within {:?}", self.shared.timeout))?
             .map_err(|e| e.to_string())?;

@@ -1,20 +1,33 @@
-//! The shared store: one Lua script per check (`redis_check.lua`), called with EVALSHA
-//! (reloaded on NOSCRIPT by the redis crate), with every policy of the route in one call.
+//! The shared store: one Lua script (`redis_check.lua`), called with EVALSHA (reloaded on
+//! NOSCRIPT by the redis crate), decides every policy of a request at once.
+//!
+//! Checks are batched per worker, as client-side auto-pipelining does: a worker's checks go
+//! to a task that sends whatever has queued as one script call, and the checks that arrive
+//! while that call is out go together in the next. An idle gateway's check is sent at once;
+//! a busy one shares each call, and most of Redis's cost per call (the command, the script
+//! set-up, `TIME`, the reply) with it. The script decides a batch's requests in order, each
+//! atomically, so the answers are those of one call per request, back to back.
 //!
 //! Keys carry a hash tag (`proxyfn:rl:{POLICY:KEY}`) so a policy's state and its override
 //! always share a Redis Cluster slot. In a cluster, the policies of one route generally live
 //! in different slots, so each is checked by its own script call (sent together, so still
-//! one round trip of latency); when one refuses, the others are refunded in a second step.
+//! one round trip of latency), without batching; when one refuses, the others are refunded
+//! in a second step.
 
-use std::sync::LazyLock;
+use std::{
+    sync::{LazyLock, Mutex, PoisonError},
+    time::Duration,
+};
 
 use futures_util::future::try_join_all;
 use redis::Script;
+use tokio::sync::{mpsc, oneshot};
 
 use super::gcra::{Outcome, Quota};
 use crate::{
     auth::{digest, hex},
     redis_conn::Redis,
+    runtime::worker_slot,
 };
 
 static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis_check.lua")));
@@ -27,6 +40,13 @@ static REFUND: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Requests decided by one script call at most: enough to share each call widely, few
+/// enough that one call never holds Redis (which runs scripts one at a time) for long.
+const MAX_BATCH: usize = 64;
+
+/// Values the script returns per quota.
+const VALUES_PER_QUOTA: usize = 7;
+
 /// The decision for one quota, and the quota that applied (an override, or the configured).
 #[derive(Clone, Copy, Debug)]
 pub struct Checked {
@@ -36,36 +56,46 @@ pub struct Checked {
 
 pub struct RedisStore {
     redis: Redis,
+    /// Standalone Redis: per worker, the queue of the task that sends that worker's checks
+    /// (started on the worker's first check, and again if its runtime has gone).
+    batches: Box<[Mutex<Option<mpsc::UnboundedSender<Queued>>>]>,
+    /// Bound on one batched call, so a call that never returns cannot hold up the queue.
+    timeout: Duration,
+}
+
+/// One request's checks, waiting for the worker's next script call.
+struct Queued {
+    checks: Vec<(String, Quota)>,
+    reply: oneshot::Sender<redis::RedisResult<Vec<u64>>>,
 }
 
 impl RedisStore {
     /// Must be called inside the Tokio runtime; connects on first use, one connection per
-    /// server worker (`pools`).
-    pub fn new(url: &str, cluster: bool, pools: usize) -> Result<Self, String> {
+    /// server worker (`pools`). `timeout` bounds each script call.
+    pub fn new(url: &str, cluster: bool, pools: usize, timeout: Duration) -> Result<Self, String> {
         Ok(Self {
             redis: Redis::new(url, cluster, pools)?,
+            batches: (0..pools.max(1)).map(|_| Mutex::new(None)).collect(),
+            timeout,
         })
     }
 
-    /// Checks one request against `(state key, quota)` pairs in one round trip.
+    /// Checks one request against `(state key, quota)` pairs: all of them count it, or none.
     pub async fn check(
         &self,
-        checks: &[(String, Quota)],
+        checks: Vec<(String, Quota)>,
     ) -> Result<Vec<Checked>, redis::RedisError> {
-        let connection = self.redis.connection().await?;
-        let values: Vec<u64> = if self.redis.is_cluster() && checks.len() > 1 {
-            let calls = checks.iter().map(|check| {
-                let mut connection = connection.clone();
-                async move { invoke(std::slice::from_ref(check), &mut connection).await }
-            });
-            let values = try_join_all(calls).await?.concat();
-            refund_if_refused(checks, &values, &connection).await?;
-            values
+        let values = if self.redis.is_cluster() {
+            self.check_in_cluster(&checks).await?
         } else {
-            invoke(checks, &mut connection.clone()).await?
+            let (reply, answer) = oneshot::channel();
+            self.enqueue(Queued { checks, reply });
+            answer.await.map_err(|_| {
+                redis::RedisError::from((redis::ErrorKind::Io, "the rate-limit batch task ended"))
+            })??
         };
         Ok(values
-            .chunks_exact(7)
+            .chunks_exact(VALUES_PER_QUOTA)
             .map(|v| Checked {
                 outcome: Outcome {
                     allowed: v[0] == 1,
@@ -81,6 +111,37 @@ impl RedisStore {
                 },
             })
             .collect())
+    }
+
+    /// Hands `queued` to this worker's batch task, starting the task on the current runtime
+    /// when there is none or its runtime has shut down.
+    fn enqueue(&self, queued: Queued) {
+        let slot = &self.batches[worker_slot(self.batches.len())];
+        let mut sender = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let queued = match sender.as_ref() {
+            Some(queue) => match queue.send(queued) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(queued)) => queued,
+            },
+            None => queued,
+        };
+        let (queue, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(send_batches(receiver, self.redis.clone(), self.timeout));
+        // The receiver is alive: the task holding it has not been polled yet.
+        let _ = queue.send(queued);
+        *sender = Some(queue);
+    }
+
+    /// Cluster: one script call per policy, as each may live in another slot.
+    async fn check_in_cluster(&self, checks: &[(String, Quota)]) -> redis::RedisResult<Vec<u64>> {
+        let connection = self.redis.connection().await?;
+        let calls = checks.iter().map(|check| {
+            let mut connection = connection.clone();
+            async move { invoke(&[std::slice::from_ref(check)], &mut connection).await }
+        });
+        let values = try_join_all(calls).await?.concat();
+        refund_if_refused(checks, &values, &connection).await?;
+        Ok(values)
     }
 
     /// Sets a per-key override, read by the next check. The key's count starts afresh, so
@@ -169,18 +230,83 @@ async fn refund_if_refused(
     try_join_all(refunds).await.map(drop)
 }
 
+/// A worker's batch task: sends what has queued as one script call, waits for its answer,
+/// and repeats; ends when the store is dropped.
+async fn send_batches(mut queue: mpsc::UnboundedReceiver<Queued>, redis: Redis, timeout: Duration) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // A check whose request stopped waiting (timed out, or was cancelled) is not counted.
+        batch.retain(|queued: &Queued| !queued.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let answer = tokio::time::timeout(timeout, async {
+            let mut connection = redis.connection().await?;
+            let requests: Vec<&[(String, Quota)]> = batch
+                .iter()
+                .map(|queued| queued.checks.as_slice())
+                .collect();
+            invoke(&requests, &mut connection).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer within the rate-limit timeout",
+            )))
+        });
+        answer_each(&mut batch, answer);
+    }
+}
+
+/// Gives each request of a batch its own values of the script's reply, or the call's error.
+fn answer_each(batch: &mut Vec<Queued>, answer: redis::RedisResult<Vec<u64>>) {
+    let quotas: usize = batch.iter().map(|queued| queued.checks.len()).sum();
+    let answer = answer.and_then(|values| {
+        if values.len() == VALUES_PER_QUOTA * quotas {
+            Ok(values)
+        } else {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "the rate-limit script's reply has the wrong length",
+            )))
+        }
+    });
+    match answer {
+        Ok(values) => {
+            let mut values = values.into_iter();
+            for queued in batch.drain(..) {
+                let mine = values
+                    .by_ref()
+                    .take(VALUES_PER_QUOTA * queued.checks.len())
+                    .collect();
+                let _ = queued.reply.send(Ok(mine));
+            }
+        }
+        Err(error) => {
+            for queued in batch.drain(..) {
+                let _ = queued.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// One script call deciding `requests` in order, each over its `(state key, quota)` pairs.
 async fn invoke(
-    checks: &[(String, Quota)],
+    requests: &[&[(String, Quota)]],
     connection: &mut crate::redis_conn::Connection,
 ) -> redis::RedisResult<Vec<u64>> {
     let mut invocation = CHECK.prepare_invoke();
-    for (state, quota) in checks {
-        invocation
-            .key(state)
-            .key(override_key(state))
-            .arg(quota.limit)
-            .arg(quota.period_us)
-            .arg(quota.burst);
+    for checks in requests {
+        invocation.arg(checks.len());
+        for (state, quota) in *checks {
+            invocation
+                .key(state)
+                .key(override_key(state))
+                .arg(quota.limit)
+                .arg(quota.period_us)
+                .arg(quota.burst);
+        }
     }
     invocation.invoke_async(connection).await
 }

@@ -372,6 +372,97 @@ async fn each_limited_request_is_one_script_call_to_redis() {
 }
 
 #[tokio::test]
+async fn concurrent_checks_on_one_worker_share_script_calls_and_count_exactly() {
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::echo().await;
+    let gateway = Gateway::start(&format!(
+        "[server]\nworkers = 1\n[rate_limit]\nstore = \"redis\"\nredis_url = \"{}\"\n\
+         on_store_error = \"deny\"\ntimeout = \"5s\"\n{}",
+        redis.url(),
+        limited_config(
+            &upstream.url(),
+            "[rate_limits.a]\nkey = \"global\"\nlimit = 10\nper = \"1m\"\nburst = 12",
+            "\"a\"",
+            "",
+        )
+    ))
+    .await;
+    // The first call loads the script (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA).
+    assert_eq!(gateway.status("/limited/warm").await, 200);
+    redis.command("CONFIG RESETSTAT").await;
+
+    // Redis holds the first call, so the checks that arrive meanwhile queue behind it.
+    redis.pause(300).await;
+    let requests = (0..20).map(|_| async {
+        client()
+            .get(gateway.url("/limited/x"))
+            .send()
+            .await
+            .unwrap()
+    });
+    let responses = futures_util::future::join_all(requests).await;
+
+    let allowed = responses.iter().filter(|r| r.status() == 200).count();
+    let refused = responses.iter().filter(|r| r.status() == 429).count();
+    assert_eq!(
+        (allowed, refused),
+        (11, 9),
+        "a burst of 12, one taken by the first request"
+    );
+    assert_eq!(upstream.requests().len(), 1 + allowed);
+    let calls = redis.calls("evalsha").await;
+    assert!(
+        (1..=4).contains(&calls),
+        "20 checks share {calls} script calls"
+    );
+    assert_eq!(
+        redis.calls("set").await,
+        11,
+        "only allowed requests store their state"
+    );
+}
+
+#[tokio::test]
+async fn checks_that_gave_up_waiting_are_never_sent_to_redis() {
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::echo().await;
+    // The request deadline (100 ms) comes long before the Redis timeout (5 s).
+    let gateway = Gateway::start(&format!(
+        "[server]\nworkers = 1\ntimeout = \"100ms\"\n[rate_limit]\nstore = \"redis\"\n\
+         redis_url = \"{}\"\non_store_error = \"deny\"\ntimeout = \"5s\"\n{}",
+        redis.url(),
+        limited_config(
+            &upstream.url(),
+            "[rate_limits.a]\nkey = \"global\"\nlimit = 100\nper = \"1m\"",
+            "\"a\"",
+            "",
+        )
+    ))
+    .await;
+    assert_eq!(gateway.status("/limited/warm").await, 200);
+    redis.command("CONFIG RESETSTAT").await;
+
+    // Redis holds the first check's call past every request's deadline.
+    redis.pause(500).await;
+    let requests = (0..10).map(|_| async {
+        client()
+            .get(gateway.url("/limited/x"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 504), "{statuses:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    // The held call ran once Redis resumed; the checks queued behind it had been given up
+    // with their requests, so they were never sent.
+    assert_eq!(redis.calls("evalsha").await, 1);
+    assert_eq!(upstream.requests().len(), 1, "only the warm-up request");
+}
+
+#[tokio::test]
 async fn with_redis_down_on_store_error_decides_and_redis_returning_needs_no_restart() {
     let mut redis = RedisServer::start().await;
     let upstream = Upstream::echo().await;

@@ -102,6 +102,19 @@ impl RedisServer {
         reply
     }
 
+    /// Holds every client's commands for `millis` (CLIENT PAUSE ... ALL); returns once the
+    /// pause is in effect.
+    pub async fn pause(&self, millis: u64) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        stream
+            .write_all(format!("CLIENT PAUSE {millis} ALL\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut ok = [0; 5];
+        stream.read_exact(&mut ok).await.unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+    }
+
     /// How many times `command` ran since the last `CONFIG RESETSTAT` (INFO commandstats).
     pub async fn calls(&self, command: &str) -> u64 {
         let info = self.command("INFO commandstats").await;
