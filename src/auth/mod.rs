@@ -307,7 +307,7 @@ impl RoutePolicy {
     }
 
     fn audit(&self, provider: &str, principal: &str, outcome: &str, reason: &str) {
-        tracing::info!(target: "proxyfn::audit", route = %self.route, provider, principal, outcome, reason, "auth decision");
+        tracing::info!(target: crate::observability::AUDIT_TARGET, route = %self.route, provider, principal, outcome, reason, "auth decision");
     }
 }
 

@@ -28,6 +28,9 @@ use super::{RequestId, trace_context::TraceContext};
 
 use crate::runtime::ClientInfo;
 
+/// The target of the access-log events.
+pub(crate) const ACCESS_TARGET: &str = "proxyfn::access";
+
 /// What the inner layers learned about a request, for its access-log event.
 #[derive(Debug, Default)]
 pub struct Notes(Mutex<Noted>);
@@ -313,7 +316,7 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
     });
     let millis = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::info!(
-        target: "proxyfn::access",
+        target: ACCESS_TARGET,
         request_id = record.request_id.as_ref().map_or("", |id| id.to_str().unwrap_or_default()),
         trace_id = record.trace.map(|t| display(t.trace_id_hex())),
         method = %record.method,

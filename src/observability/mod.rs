@@ -2,6 +2,7 @@
 //! subscriber set-up.
 
 mod access_log;
+mod json_lines;
 pub mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otel;
@@ -11,6 +12,9 @@ pub mod trace_context;
 pub use access_log::{AccessLogLayer, ColdStart, Notes};
 pub use request_id::{RequestId, RequestIdLayer, X_REQUEST_ID};
 pub use trace_context::{TraceContext, TraceContextLayer};
+
+/// The target of the auth decision events (one per authenticated route's request).
+pub const AUDIT_TARGET: &str = "proxyfn::audit";
 
 use std::io::IsTerminal;
 
@@ -36,11 +40,14 @@ pub fn init_logging(in_lambda: bool, log: &LogConfig) {
         LogFormat::Auto => in_lambda || !std::io::stdout().is_terminal(),
     };
     let lines = if json {
-        fmt::layer()
+        let other_events = fmt::format()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .with_span_list(false)
+            .with_span_list(false);
+        fmt::layer()
+            .fmt_fields(fmt::format::JsonFields::new())
+            .event_format(json_lines::JsonLines::new(other_events))
             .boxed()
     } else {
         fmt::layer().boxed()
