@@ -25,6 +25,36 @@ fn redis_store(redis: &RedisServer, on_store_error: &str) -> String {
     )
 }
 
+/// One server worker (so every check shares one batch queue), `server` TOML added to its
+/// `[server]`, Redis limits failing closed after a generous 5 s, and `policies` on
+/// `/limited/{*rest}` as policy `a`.
+async fn one_worker_gateway(
+    redis: &RedisServer,
+    upstream: &Upstream,
+    server: &str,
+    policies: &str,
+) -> Gateway {
+    Gateway::start(&format!(
+        "[server]\nworkers = 1\n{server}\n[rate_limit]\nstore = \"redis\"\nredis_url = \"{}\"\n\
+         on_store_error = \"deny\"\ntimeout = \"5s\"\n{}",
+        redis.url(),
+        limited_config(&upstream.url(), policies, "\"a\"", "")
+    ))
+    .await
+}
+
+/// `count` requests to `/limited/x` at once, each on its own connection.
+async fn burst(gateway: &Gateway, count: usize) -> Vec<reqwest::Response> {
+    let requests = (0..count).map(|_| async {
+        client()
+            .get(gateway.url("/limited/x"))
+            .send()
+            .await
+            .unwrap()
+    });
+    futures_util::future::join_all(requests).await
+}
+
 async fn get(gateway: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut request = client().get(gateway.url(path));
     for (name, value) in headers {
@@ -375,17 +405,12 @@ async fn each_limited_request_is_one_script_call_to_redis() {
 async fn concurrent_checks_on_one_worker_share_script_calls_and_count_exactly() {
     let redis = RedisServer::start().await;
     let upstream = Upstream::echo().await;
-    let gateway = Gateway::start(&format!(
-        "[server]\nworkers = 1\n[rate_limit]\nstore = \"redis\"\nredis_url = \"{}\"\n\
-         on_store_error = \"deny\"\ntimeout = \"5s\"\n{}",
-        redis.url(),
-        limited_config(
-            &upstream.url(),
-            "[rate_limits.a]\nkey = \"global\"\nlimit = 10\nper = \"1m\"\nburst = 12",
-            "\"a\"",
-            "",
-        )
-    ))
+    let gateway = one_worker_gateway(
+        &redis,
+        &upstream,
+        "",
+        "[rate_limits.a]\nkey = \"global\"\nlimit = 10\nper = \"1m\"\nburst = 12",
+    )
     .await;
     // The first call loads the script (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA).
     assert_eq!(gateway.status("/limited/warm").await, 200);
@@ -393,14 +418,7 @@ async fn concurrent_checks_on_one_worker_share_script_calls_and_count_exactly() 
 
     // Redis holds the first call, so the checks that arrive meanwhile queue behind it.
     redis.pause(300).await;
-    let requests = (0..20).map(|_| async {
-        client()
-            .get(gateway.url("/limited/x"))
-            .send()
-            .await
-            .unwrap()
-    });
-    let responses = futures_util::future::join_all(requests).await;
+    let responses = burst(&gateway, 20).await;
 
     let allowed = responses.iter().filter(|r| r.status() == 200).count();
     let refused = responses.iter().filter(|r| r.status() == 429).count();
@@ -427,32 +445,23 @@ async fn checks_that_gave_up_waiting_are_never_sent_to_redis() {
     let redis = RedisServer::start().await;
     let upstream = Upstream::echo().await;
     // The request deadline (100 ms) comes long before the Redis timeout (5 s).
-    let gateway = Gateway::start(&format!(
-        "[server]\nworkers = 1\ntimeout = \"100ms\"\n[rate_limit]\nstore = \"redis\"\n\
-         redis_url = \"{}\"\non_store_error = \"deny\"\ntimeout = \"5s\"\n{}",
-        redis.url(),
-        limited_config(
-            &upstream.url(),
-            "[rate_limits.a]\nkey = \"global\"\nlimit = 100\nper = \"1m\"",
-            "\"a\"",
-            "",
-        )
-    ))
+    let gateway = one_worker_gateway(
+        &redis,
+        &upstream,
+        "timeout = \"100ms\"",
+        "[rate_limits.a]\nkey = \"global\"\nlimit = 100\nper = \"1m\"",
+    )
     .await;
     assert_eq!(gateway.status("/limited/warm").await, 200);
     redis.command("CONFIG RESETSTAT").await;
 
     // Redis holds the first check's call past every request's deadline.
     redis.pause(500).await;
-    let requests = (0..10).map(|_| async {
-        client()
-            .get(gateway.url("/limited/x"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    let statuses = futures_util::future::join_all(requests).await;
+    let statuses: Vec<_> = burst(&gateway, 10)
+        .await
+        .iter()
+        .map(|r| r.status())
+        .collect();
     assert!(statuses.iter().all(|s| *s == 504), "{statuses:?}");
     tokio::time::sleep(Duration::from_millis(600)).await;
 
