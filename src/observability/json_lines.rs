@@ -3,7 +3,7 @@
 //! The access log (`proxyfn::access`) and the auth audit (`proxyfn::audit`) events make every
 //! request pay for a log line; through tracing-subscriber's JSON formatter (a serde_json
 //! serializer behind an adaptor that re-checks each write for UTF-8, and a timestamp `String`
-//! per event) they were a fifth of the full pipeline's CPU time (BENCHMARKS.md). Those two
+//! per event) they took 16% of the full pipeline's CPU samples (BENCHMARKS.md). Those two
 //! are written here straight into the line buffer, in the same shape:
 //! `{"timestamp":…,"level":…,<fields, message first>,"target":…}`. Every other event goes
 //! through tracing-subscriber's formatter, which also handles `log` records.
