@@ -25,7 +25,6 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tower::{Layer, Service};
 
 use super::{RequestId, trace_context::TraceContext};
-
 use crate::runtime::ClientInfo;
 
 /// The target of the access-log events.

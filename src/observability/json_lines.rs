@@ -28,10 +28,21 @@ pub(crate) struct JsonLines {
 }
 
 impl JsonLines {
-    /// `other_events` formats every event but the per-request ones.
-    pub(crate) fn new(other_events: Format<Json, SystemTime>) -> Self {
-        Self { other_events }
+    pub(crate) fn new() -> Self {
+        Self {
+            other_events: tracing_json(),
+        }
     }
+}
+
+/// tracing-subscriber's JSON: each event's fields at the top level, no spans. The shape both
+/// paths write.
+fn tracing_json() -> Format<Json, SystemTime> {
+    tracing_subscriber::fmt::format()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
 }
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -186,24 +197,14 @@ mod tests {
         }
     }
 
-    fn json_format() -> Format<Json, SystemTime> {
-        tracing_subscriber::fmt::format()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-    }
-
     /// The lines `emit` writes through tracing-subscriber's JSON formatter and through
     /// [`JsonLines`], with the timestamps cut off.
     fn both(emit: fn()) -> (String, String) {
         let reference = Captured::default();
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(false)
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(tracing_json())
                 .with_writer(reference.clone()),
         );
         tracing::subscriber::with_default(subscriber, emit);
@@ -211,7 +212,7 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::fmt::layer()
                 .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-                .event_format(JsonLines::new(json_format()))
+                .event_format(JsonLines::new())
                 .with_writer(ours.clone()),
         );
         tracing::subscriber::with_default(subscriber, emit);

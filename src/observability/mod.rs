@@ -48,14 +48,9 @@ pub fn init_logging(in_lambda: bool, log: &LogConfig) {
         LogFormat::Auto => in_lambda || !std::io::stdout().is_terminal(),
     };
     let lines = if json {
-        let other_events = fmt::format()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false);
         fmt::layer()
             .fmt_fields(fmt::format::JsonFields::new())
-            .event_format(json_lines::JsonLines::new(other_events))
+            .event_format(json_lines::JsonLines::new())
             .boxed()
     } else {
         fmt::layer().boxed()
