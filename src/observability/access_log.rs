@@ -24,7 +24,11 @@ use http::{Extensions, HeaderValue, Method, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tower::{Layer, Service};
 
-use super::{RequestId, trace_context::TraceContext};
+use super::{
+    RequestId,
+    metrics::{RouteMetrics, UpstreamMetrics},
+    trace_context::TraceContext,
+};
 use crate::runtime::ClientInfo;
 
 /// The target of the access-log events.
@@ -36,9 +40,9 @@ pub struct Notes(Mutex<Noted>);
 
 #[derive(Debug, Default, Clone)]
 struct Noted {
-    route: Option<Arc<str>>,
+    route: Option<Arc<RouteMetrics>>,
     principal: Option<String>,
-    upstream: Option<Arc<str>>,
+    upstream: Option<Arc<UpstreamMetrics>>,
     upstream_latency: Option<Duration>,
     attempts: u32,
     rate_limit: Option<&'static str>,
@@ -54,8 +58,8 @@ impl Notes {
         extensions.get::<Arc<Notes>>().map(|n| &**n)
     }
 
-    pub fn route(&self, template: &Arc<str>) {
-        self.update(|n| n.route = Some(template.clone()));
+    pub fn route(&self, route: &Arc<RouteMetrics>) {
+        self.update(|n| n.route = Some(route.clone()));
     }
 
     pub fn principal(&self, provider: &str, id: &str) {
@@ -63,9 +67,9 @@ impl Notes {
     }
 
     /// An upstream call: `attempts` made, the last answering (or failing) after `latency`.
-    pub fn upstream(&self, name: &Arc<str>, attempts: u32, latency: Duration) {
+    pub fn upstream(&self, upstream: &Arc<UpstreamMetrics>, attempts: u32, latency: Duration) {
         self.update(|n| {
-            n.upstream = Some(name.clone());
+            n.upstream = Some(upstream.clone());
             n.attempts = attempts;
             n.upstream_latency = Some(latency);
         });
@@ -299,13 +303,13 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
         .unwrap_or_else(PoisonError::into_inner);
     let latency = record.start.elapsed();
     super::metrics::record_request(&super::metrics::RequestSample {
-        route: noted.route.as_ref(),
+        route: noted.route.as_deref(),
         method: &record.method,
         status: record.status,
         latency,
-        upstream: noted.upstream.as_ref().map(|name| {
+        upstream: noted.upstream.as_ref().map(|upstream| {
             (
-                name,
+                &**upstream,
                 noted.attempts,
                 noted.upstream_latency.unwrap_or_default(),
             )
@@ -319,11 +323,11 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
         request_id = record.request_id.as_ref().map_or("", |id| id.to_str().unwrap_or_default()),
         trace_id = record.trace.map(|t| display(t.trace_id_hex())),
         method = %record.method,
-        route = noted.route.as_deref(),
+        route = noted.route.as_ref().map(|route| &**route.template()),
         path = %record.uri.path().escape_debug(),
         status = record.status,
         latency_ms = millis(latency),
-        upstream = noted.upstream.as_deref(),
+        upstream = noted.upstream.as_ref().map(|upstream| &**upstream.name()),
         upstream_latency_ms = noted.upstream_latency.map(millis),
         attempts = (noted.attempts > 0).then_some(noted.attempts),
         client_ip = record.client_ip.map(display),

@@ -29,7 +29,7 @@ use crate::{
     cache::{Lookup, ResponseCache, RouteCache},
     config::{Plan, RouteAction, RoutePlan},
     error::Error,
-    observability::Notes,
+    observability::{Notes, metrics::RouteMetrics},
     ratelimit::{RateLimiter, RouteLimits},
     transform::Transform,
     upstream::Upstream,
@@ -89,6 +89,8 @@ struct PathRoutes {
 
 struct Route {
     template: MatchedRoute,
+    /// The route's identity in the access log and its metric handles.
+    metrics: Arc<RouteMetrics>,
     version: Option<Arc<str>>,
     deprecation: Option<crate::config::Deprecation>,
     methods: Option<Vec<Method>>,
@@ -296,6 +298,7 @@ impl Route {
                 .cache
                 .as_ref()
                 .map(|settings| RouteCache::new(cache, settings, template.clone())),
+            metrics: Arc::new(RouteMetrics::new(template.clone())),
             template: MatchedRoute(template),
             version: route.version.as_deref().map(Arc::from),
             deprecation: route.deprecation.clone(),
@@ -352,7 +355,7 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, request: Request) -> Res
 async fn serve(route: &Route, mut request: Request, targets: Targets) -> Response {
     request.extensions_mut().insert(route.template.clone());
     if let Some(notes) = Notes::of(request.extensions()) {
-        notes.route(&route.template.0);
+        notes.route(&route.metrics);
     }
     if let Some(policy) = &route.auth
         && let Err(error) = policy.authorize(&mut request).await

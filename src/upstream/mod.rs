@@ -42,7 +42,7 @@ use crate::{
     config::{ConfigError, HealthCheckSettings, UpstreamSettings},
     error::{Error, caused_by},
     limits::{BodyLimit, Deadline, body_read_error, is_body_limit_error},
-    observability::Notes,
+    observability::{Notes, metrics::UpstreamMetrics},
     runtime::ClientInfo,
 };
 use breaker::CircuitBreaker;
@@ -56,6 +56,8 @@ pub struct Upstream(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     name: Arc<str>,
+    /// The upstream's identity in the access log and its metric handles.
+    metrics: Arc<UpstreamMetrics>,
     targets: Targets,
     timeout: Duration,
     /// One pooled client per server worker ([`crate::runtime::worker`]): a connection is
@@ -143,6 +145,7 @@ impl Upstream {
                 .max_concurrency
                 .map(|n| Arc::new(Semaphore::new(n))),
             health_check: settings.health_check.clone(),
+            metrics: Arc::new(UpstreamMetrics::new(name.clone())),
             name,
         })))
     }
@@ -223,7 +226,7 @@ impl Upstream {
             )
             .await;
         if let Some(notes) = notes {
-            notes.upstream(&inner.name, stats.attempts, stats.last_latency);
+            notes.upstream(&inner.metrics, stats.attempts, stats.last_latency);
         }
         let response = result?;
         let mut response: http::Response<reqwest::Body> = response.into();
