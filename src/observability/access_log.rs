@@ -8,6 +8,7 @@
 //! forge log lines on a terminal.
 
 use std::{
+    borrow::Cow,
     net::IpAddr,
     pin::Pin,
     sync::{
@@ -295,6 +296,20 @@ impl HttpBody for Logged {
     }
 }
 
+/// Client-controlled text as [`str::escape_debug`] writes it, so a request cannot forge log
+/// lines on a terminal. Most paths and principals have nothing to escape: they are borrowed
+/// as they are, instead of formatted one character at a time (and, for the principal,
+/// copied into a new String).
+fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let unchanged =
+        |byte: u8| (b' '..=b'~').contains(&byte) && !matches!(byte, b'\\' | b'"' | b'\'');
+    if text.bytes().all(unchanged) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.escape_debug().to_string())
+    }
+}
+
 fn emit(record: &Record, bytes_out: u64, completed: bool) {
     let noted = record
         .notes
@@ -318,20 +333,21 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
         cold_start: record.cold_start.is_some(),
     });
     let millis = |d: Duration| d.as_secs_f64() * 1e3;
+    let principal = noted.principal.as_deref().map(terminal_safe);
     tracing::info!(
         target: ACCESS_TARGET,
         request_id = record.request_id.as_ref().map_or("", |id| id.to_str().unwrap_or_default()),
         trace_id = record.trace.map(|t| display(t.trace_id_hex())),
         method = %record.method,
         route = noted.route.as_ref().map(|route| &**route.template()),
-        path = %record.uri.path().escape_debug(),
+        path = %terminal_safe(record.uri.path()),
         status = record.status,
         latency_ms = millis(latency),
         upstream = noted.upstream.as_ref().map(|upstream| &**upstream.name()),
         upstream_latency_ms = noted.upstream_latency.map(millis),
         attempts = (noted.attempts > 0).then_some(noted.attempts),
         client_ip = record.client_ip.map(display),
-        principal = noted.principal.as_deref().map(|p| p.escape_debug().to_string()),
+        principal = principal.as_deref(),
         rate_limit = noted.rate_limit,
         bytes_in = record.bytes_in.load(Ordering::Relaxed),
         bytes_out,
@@ -341,4 +357,34 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
         init_ms = record.cold_start.map(|c| millis(c.init)),
         "request"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_safe_text_reads_as_escape_debug_writes_it() {
+        let samples = (0u8..=0x7f)
+            .map(|byte| format!("/a{}b", char::from(byte)))
+            .chain(
+                ["/caf\u{e9}", "/\u{301}x", "/x\u{202e}y", "/orders/{id}?q=1"].map(String::from),
+            );
+        for text in samples {
+            assert_eq!(
+                terminal_safe(&text),
+                text.escape_debug().to_string(),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_with_nothing_to_escape_is_borrowed() {
+        assert!(matches!(
+            terminal_safe("/v1/orders/42-a_b.json~x"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(terminal_safe("/a\nb"), Cow::Owned(_)));
+    }
 }
