@@ -27,8 +27,8 @@ pub use compression::{CompressionConfig, CompressionSettings};
 pub use cors::{CorsConfig, CorsHeaders, CorsOrigins, CorsSettings};
 pub use load::{ConfigSource, load};
 pub use observability::{
-    DocsConfig, DocsSettings, LogConfig, LogFormat, LogSettings, MetricsConfig, MetricsSettings,
-    REDACTED, Redaction,
+    DocsConfig, DocsSettings, LogBuffer, LogConfig, LogFormat, LogSettings, MetricsConfig,
+    MetricsSettings, REDACTED, Redaction,
 };
 pub use plan::{
     AggregateBackend, ApiKeyEntry, ApiKeySettings, AuthSettings, BUILTIN_PATHS, BreakerSettings,

@@ -1,9 +1,15 @@
 //! `[log]`, `[metrics]` and `[docs]`: how the gateway shows itself to operators.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
-use super::{Config, plan::Problems};
+use super::{
+    Config,
+    plan::Problems,
+    units::{ByteSize, HumanDuration},
+};
 
 /// `[log]`
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -16,6 +22,11 @@ pub struct LogConfig {
     /// JSON body fields never written to a log nor echoed in an error: a bare name matches the
     /// member at any depth, a JSON pointer (`/card/number`) one place.
     pub redact: Vec<String>,
+    /// Server mode: hold log lines in a buffer of this size, written out when full or after
+    /// `flush_interval`, instead of one write per line. Off (0) by default.
+    pub buffer: Option<ByteSize>,
+    /// How long a buffered line may wait (default 1s).
+    pub flush_interval: Option<HumanDuration>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -78,7 +89,21 @@ pub struct LogSettings {
     pub level: Option<String>,
     pub format: LogFormat,
     pub redact: Redaction,
+    /// Buffered log writes in server mode, when `[log] buffer` is set.
+    pub buffer: Option<LogBuffer>,
 }
+
+/// The validated `[log] buffer` and `flush_interval`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogBuffer {
+    pub bytes: usize,
+    pub flush_interval: Duration,
+}
+
+/// A larger buffer would only hold more lines back; nginx's own example uses 32k.
+const MAX_LOG_BUFFER: u64 = 16 << 20;
+/// A line held longer than this would be late for anyone reading the log as it is written.
+const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Which JSON body members are secret.
 #[derive(Clone, Debug, Default)]
@@ -176,10 +201,30 @@ pub(super) fn log_settings(config: &Config, problems: &mut Problems) -> LogSetti
             );
         }
     }
+    let flush_interval = log
+        .flush_interval
+        .map_or(Duration::from_secs(1), |interval| interval.0);
+    if log.flush_interval.is_some()
+        && (flush_interval < Duration::from_millis(1) || flush_interval > MAX_FLUSH_INTERVAL)
+    {
+        problems.add("log.flush_interval", "must be between 1ms and 1m");
+    }
+    let buffer = match log.buffer {
+        Some(ByteSize(bytes)) if bytes > MAX_LOG_BUFFER => {
+            problems.add("log.buffer", "must be at most 16MB");
+            None
+        }
+        Some(ByteSize(0)) | None => None,
+        Some(ByteSize(bytes)) => Some(LogBuffer {
+            bytes: bytes as usize,
+            flush_interval,
+        }),
+    };
     LogSettings {
         level: log.level.clone(),
         format: log.format,
         redact: Redaction::new(&log.redact),
+        buffer,
     }
 }
 
@@ -238,5 +283,48 @@ mod tests {
         assert!(redaction.covers("/user/password"));
         assert!(redaction.covers("/card/number/0"));
         assert!(!redaction.covers("/card/numbers"));
+    }
+
+    fn log_of(toml: &str) -> Result<LogSettings, Vec<String>> {
+        let config = Config::from_toml(toml).expect("parses");
+        let mut problems = Problems::default();
+        let settings = log_settings(&config, &mut problems);
+        let found: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+        if found.is_empty() {
+            Ok(settings)
+        } else {
+            Err(found)
+        }
+    }
+
+    #[test]
+    fn log_lines_are_buffered_only_when_a_buffer_size_is_set() {
+        assert_eq!(log_of("").unwrap().buffer, None);
+        assert_eq!(log_of("[log]\nbuffer = 0").unwrap().buffer, None);
+        assert_eq!(
+            log_of("[log]\nbuffer = \"32KB\"").unwrap().buffer,
+            Some(LogBuffer {
+                bytes: 32 << 10,
+                flush_interval: Duration::from_secs(1),
+            })
+        );
+        assert_eq!(
+            log_of("[log]\nbuffer = \"64KB\"\nflush_interval = \"250ms\"")
+                .unwrap()
+                .buffer
+                .map(|b| b.flush_interval),
+            Some(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn a_log_buffer_too_large_or_a_flush_interval_out_of_range_is_refused() {
+        let refused = |toml| log_of(toml).unwrap_err().join("\n");
+        assert!(refused("[log]\nbuffer = \"17MB\"").contains("log.buffer"));
+        assert!(
+            refused("[log]\nbuffer = \"1MB\"\nflush_interval = \"0s\"")
+                .contains("log.flush_interval")
+        );
+        assert!(refused("[log]\nflush_interval = \"2m\"").contains("log.flush_interval"));
     }
 }

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod json_lines;
+pub mod log_output;
 pub mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otel;
@@ -51,9 +52,10 @@ pub fn init_logging(in_lambda: bool, log: &LogConfig) {
         fmt::layer()
             .fmt_fields(fmt::format::JsonFields::new())
             .event_format(json_lines::JsonLines::new())
+            .with_writer(log_output::LogOutput)
             .boxed()
     } else {
-        fmt::layer().boxed()
+        fmt::layer().with_writer(log_output::LogOutput).boxed()
     };
     let registry = tracing_subscriber::registry();
     // Request spans go to the OTLP exporter whatever the log level.

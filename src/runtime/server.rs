@@ -34,6 +34,7 @@ use tower::Service;
 use super::ClientInfo;
 use crate::{
     App,
+    observability::log_output,
     upstream::{Upstream, headers::X_FORWARDED_FOR},
 };
 
@@ -58,6 +59,13 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    // Until `serve` returns, when what is left is written out.
+    let _buffering = app
+        .plan
+        .log
+        .buffer
+        .as_ref()
+        .map(log_output::Buffering::start);
     let trusted_proxies = app.plan.server.trusted_proxies;
     let shutdown_timeout = app.plan.server.shutdown_timeout;
     let health_checks: Vec<_> = app

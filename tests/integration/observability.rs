@@ -17,7 +17,7 @@ const SECRET: &str = "an-observability-test-secret-of-32-bytes!";
 struct Process {
     port: u16,
     lines: Arc<Mutex<Vec<String>>>,
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     _dir: tempfile::TempDir,
 }
 
@@ -59,7 +59,7 @@ impl Process {
                 return Self {
                     port,
                     lines,
-                    _child: child,
+                    child,
                     _dir: dir,
                 };
             }
@@ -110,6 +110,21 @@ impl Process {
 
     fn output(&self) -> String {
         self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    async fn terminate(&mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within 30s")
+            .unwrap();
+        assert!(exit.success(), "{exit:?}");
     }
 }
 
@@ -528,6 +543,52 @@ async fn log_level_comes_from_the_config_and_redacted_fields_never_reach_the_log
     assert_eq!(body["user"], "ann");
     assert_eq!(body["password"], "[REDACTED]");
     assert!(!output.contains("short-secret"), "{output}");
+}
+
+fn buffered(flush_interval: &str, upstream: &Upstream) -> String {
+    format!(
+        "[log]\nbuffer = \"64KB\"\nflush_interval = \"{flush_interval}\"\n\
+         [upstreams.backend]\nurl = \"{}\"\n\
+         [[routes]]\npath = \"/items\"\nupstream = \"backend\"\n",
+        upstream.url()
+    )
+}
+
+#[tokio::test]
+async fn buffered_log_lines_are_written_within_the_flush_interval() {
+    let upstream = Upstream::echo().await;
+    // One line is far from filling 64KB: only the flush interval writes it.
+    let gateway = Process::start(&buffered("100ms", &upstream)).await;
+    let response = client()
+        .get(gateway.url("/items"))
+        .header("x-request-id", "buffered-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let event = gateway.access_event("buffered-1").await;
+    assert_eq!(event["status"], 200);
+}
+
+#[tokio::test]
+async fn buffered_log_lines_are_all_written_at_graceful_shutdown() {
+    let upstream = Upstream::echo().await;
+    // A flush interval longer than the test: the lines can only come out at shutdown.
+    let mut gateway = Process::start(&buffered("1m", &upstream)).await;
+    for n in 0..20 {
+        let response = client()
+            .get(gateway.url("/items"))
+            .header("x-request-id", format!("buffered-{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    gateway.terminate().await;
+    gateway.access_event_count(20).await;
+    for n in 0..20 {
+        gateway.access_event(&format!("buffered-{n}")).await;
+    }
 }
 
 /// With the `otlp` feature and OTEL_EXPORTER_OTLP_ENDPOINT set, each request is a span sent to
