@@ -390,6 +390,16 @@ impl ConfigFile {
     }
 }
 
+/// Sends SIGTERM to a child process, as an orchestrator stopping it would.
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("still running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 /// Collects a child's stdout line by line, as it comes.
 pub fn capture_lines(stdout: tokio::process::ChildStdout) -> Arc<Mutex<Vec<String>>> {
     use tokio::io::AsyncBufReadExt;

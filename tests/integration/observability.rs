@@ -114,12 +114,7 @@ impl Process {
 
     /// Sends SIGTERM and waits for a clean exit.
     async fn terminate(&mut self) {
-        let pid = self.child.id().unwrap().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        sigterm(&self.child);
         let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("exits within 30s")

@@ -182,12 +182,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
 
     let in_flight = tokio::spawn(client().get(format!("http://{}/work", process.addr)).send());
     arrived.await.unwrap();
-    let pid = process.child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&process.child);
     tokio::time::sleep(Duration::from_millis(100)).await;
     release.send(()).unwrap();
 
