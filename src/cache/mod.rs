@@ -32,7 +32,7 @@ use crate::{
     body::{Buffered, read_up_to},
     config::{CacheSettings, CacheStore, ConfigError, RouteCacheSettings},
     error::Problem,
-    observability::metrics,
+    observability::metrics::{self, RouteMetrics},
     redis_conn::Redis,
 };
 pub use entry::Entry;
@@ -186,14 +186,22 @@ pub struct RouteCache {
     settings: RouteCacheSettings,
     /// The route's template and version, part of every key.
     route: Arc<str>,
+    /// Where hits, misses and bypasses are counted.
+    metrics: Arc<RouteMetrics>,
 }
 
 impl RouteCache {
-    pub fn new(cache: &ResponseCache, settings: &RouteCacheSettings, route: Arc<str>) -> Self {
+    pub fn new(
+        cache: &ResponseCache,
+        settings: &RouteCacheSettings,
+        route: Arc<str>,
+        metrics: Arc<RouteMetrics>,
+    ) -> Self {
         Self {
             cache: cache.clone(),
             settings: settings.clone(),
             route,
+            metrics,
         }
     }
 
@@ -245,10 +253,10 @@ impl RouteCache {
     pub async fn get(&self, key: &Key) -> Option<Response> {
         let now = now_ms();
         let Some(entry) = self.cache.get(key, now).await else {
-            metrics::record_cache(&self.route, "miss");
+            metrics::record_cache(&self.metrics, "miss");
             return None;
         };
-        metrics::record_cache(&self.route, "hit");
+        metrics::record_cache(&self.metrics, "hit");
         let mut response = Response::new(Body::from(entry.body.clone()));
         *response.status_mut() = entry.status;
         *response.headers_mut() = entry.headers.clone();
@@ -286,7 +294,7 @@ impl RouteCache {
     }
 
     pub fn bypass(&self, response: Response) -> Response {
-        metrics::record_cache(&self.route, "bypass");
+        metrics::record_cache(&self.metrics, "bypass");
         mark(response, BYPASS)
     }
 

@@ -162,6 +162,7 @@ pub struct RouteMetrics {
     requests: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHODS.len()],
     durations: [OnceLock<Histogram>; STATUS_CLASSES.len()],
     decisions: [OnceLock<Counter>; DECISIONS.len()],
+    cache_results: [OnceLock<Counter>; CACHE_RESULTS.len()],
 }
 
 impl RouteMetrics {
@@ -171,6 +172,7 @@ impl RouteMetrics {
             requests: [const { [const { OnceLock::new() }; STATUS_CLASSES.len()] }; METHODS.len()],
             durations: [const { OnceLock::new() }; STATUS_CLASSES.len()],
             decisions: [const { OnceLock::new() }; DECISIONS.len()],
+            cache_results: [const { OnceLock::new() }; CACHE_RESULTS.len()],
         }
     }
 
@@ -252,15 +254,12 @@ pub(crate) fn record_request(sample: &RequestSample<'_>) {
         }
     }
     if let Some(decision) = sample.rate_limit {
-        match DECISIONS.iter().position(|known| *known == decision) {
-            Some(index) => route.decisions[index]
-                .get_or_init(|| {
-                    counter!(RATE_LIMIT_DECISIONS, "route" => route.label(), "decision" => DECISIONS[index])
-                })
-                .increment(1),
-            None => counter!(RATE_LIMIT_DECISIONS, "route" => route.label(), "decision" => decision)
-                .increment(1),
-        }
+        increment_labelled(
+            &route.decisions,
+            &DECISIONS,
+            decision,
+            |decision| counter!(RATE_LIMIT_DECISIONS, "route" => route.label(), "decision" => decision),
+        );
     }
     if sample.cold_start {
         counter!(COLD_STARTS).increment(1);
@@ -276,9 +275,30 @@ pub(crate) fn record_auth_failure(provider: &str, reason: &'static str) {
     counter!(AUTH_FAILURES, "provider" => provider.to_owned(), "reason" => reason).increment(1);
 }
 
-pub(crate) fn record_cache(route: &Arc<str>, result: &'static str) {
-    counter!(CACHE_LOOKUPS, "route" => SharedString::from(route.clone()), "result" => result)
-        .increment(1);
+/// `result`: `hit`, `miss` or `bypass`.
+pub(crate) fn record_cache(route: &RouteMetrics, result: &'static str) {
+    increment_labelled(
+        &route.cache_results,
+        &CACHE_RESULTS,
+        result,
+        |result| counter!(CACHE_LOOKUPS, "route" => route.label(), "result" => result),
+    );
+}
+
+/// Counts `value` with the handle kept for it in `handles` (one per label value in `known`),
+/// registered by `register` on first use; a value not in `known` is registered each time.
+fn increment_labelled(
+    handles: &[OnceLock<Counter>],
+    known: &[&'static str],
+    value: &'static str,
+    register: impl Fn(&'static str) -> Counter,
+) {
+    match known.iter().position(|label| *label == value) {
+        Some(index) => handles[index]
+            .get_or_init(|| register(known[index]))
+            .increment(1),
+        None => register(value).increment(1),
+    }
 }
 
 pub(crate) fn record_rate_limit_store_error() {
@@ -328,6 +348,9 @@ const DECISIONS: [&str; 4] = [
     "store_error_denied",
 ];
 
+/// The response cache's results ([`record_cache`]) whose counters are kept per route.
+const CACHE_RESULTS: [&str; 3] = ["hit", "miss", "bypass"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +385,9 @@ mod tests {
             record_request(&sample(&Method::GET, 200, 1));
             record_request(&sample(&Method::GET, 204, 3));
             record_request(&sample(&Method::POST, 503, 2));
+            for result in ["miss", "hit", "hit"] {
+                record_cache(&route, result);
+            }
         });
 
         let text = handle.render();
@@ -400,6 +426,18 @@ mod tests {
                 "{RATE_LIMIT_DECISIONS}{{route=\"/orders/{{id}}\",decision=\"allowed\"}}"
             )),
             "3"
+        );
+        assert_eq!(
+            line(&format!(
+                "{CACHE_LOOKUPS}{{route=\"/orders/{{id}}\",result=\"hit\"}}"
+            )),
+            "2"
+        );
+        assert_eq!(
+            line(&format!(
+                "{CACHE_LOOKUPS}{{route=\"/orders/{{id}}\",result=\"miss\"}}"
+            )),
+            "1"
         );
     }
 }

@@ -293,12 +293,12 @@ impl Route {
             )),
         };
         let template: Arc<str> = route.public_path().into();
+        let metrics = Arc::new(RouteMetrics::new(template.clone()));
         Route {
-            cache: route
-                .cache
-                .as_ref()
-                .map(|settings| RouteCache::new(cache, settings, template.clone())),
-            metrics: Arc::new(RouteMetrics::new(template.clone())),
+            cache: route.cache.as_ref().map(|settings| {
+                RouteCache::new(cache, settings, template.clone(), metrics.clone())
+            }),
+            metrics,
             template: MatchedRoute(template),
             version: route.version.as_deref().map(Arc::from),
             deprecation: route.deprecation.clone(),
