@@ -19,16 +19,35 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> Self {
-        Self::start_on(closed_port().await).await
+        Self::start_on_a_free_port(|_, _| Vec::new(), None).await
+    }
+
+    /// Starts `redis-server` on a free port, with `extra(port, spare)` arguments, `spare`
+    /// being a second free port (a cluster node's bus). A port found free can be taken
+    /// before redis-server binds it (as the source port of one of the tests' own
+    /// connections, say): then it exits at once, and other ports are tried.
+    async fn start_on_a_free_port(
+        extra: impl Fn(u16, u16) -> Vec<String>,
+        dir: Option<&std::path::Path>,
+    ) -> Self {
+        for _ in 0..5 {
+            let (port, spare) = (closed_port().await, closed_port().await);
+            if let Some(server) = Self::spawn(port, &extra(port, spare), dir).await {
+                return server;
+            }
+        }
+        panic!("redis-server could not listen on any of 5 free ports");
     }
 
     async fn start_on(port: u16) -> Self {
-        Self::spawn(port, &[], None).await
+        Self::spawn(port, &[], None)
+            .await
+            .unwrap_or_else(|| panic!("redis-server could not listen on port {port} again"))
     }
 
     /// Starts `redis-server` on `port` with `extra` arguments, in `dir` when given, and
-    /// waits until it answers PING.
-    async fn spawn(port: u16, extra: &[&str], dir: Option<&std::path::Path>) -> Self {
+    /// waits until it answers PING; `None` when it exits first (the port was taken).
+    async fn spawn(port: u16, extra: &[String], dir: Option<&std::path::Path>) -> Option<Self> {
         let mut command = tokio::process::Command::new("redis-server");
         if let Some(dir) = dir {
             command.current_dir(dir);
@@ -50,15 +69,18 @@ impl RedisServer {
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");
-        let server = Self { port, child };
-        server.wait_for_ping().await;
-        server
+        let mut server = Self { port, child };
+        server.wait_for_ping().await.then_some(server)
     }
 
-    async fn wait_for_ping(&self) {
+    /// Whether it answers PING, `false` if it exited first.
+    async fn wait_for_ping(&mut self) -> bool {
         for _ in 0..200 {
             if self.ping().await {
-                return;
+                return true;
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -137,18 +159,19 @@ impl RedisCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            let port = closed_port().await;
-            let bus_port = closed_port().await.to_string();
-            let config_file = format!("nodes-{port}.conf");
-            let cluster_args = [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &config_file,
-                "--cluster-port",
-                &bus_port,
-            ];
-            let node = RedisServer::spawn(port, &cluster_args, Some(dir.path())).await;
+            let cluster_args = |port: u16, bus_port: u16| {
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    "--cluster-port",
+                    &bus_port.to_string(),
+                ]
+                .map(String::from)
+                .to_vec()
+            };
+            let node = RedisServer::start_on_a_free_port(cluster_args, Some(dir.path())).await;
             nodes.push(node);
         }
         let addresses: Vec<String> = nodes
