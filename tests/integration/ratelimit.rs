@@ -43,15 +43,13 @@ async fn one_worker_gateway(
     .await
 }
 
-/// `count` requests to `/limited/x` at once, each on its own connection.
+/// `count` requests to `/limited/x` at once, each on its own connection. One client sends
+/// them all: building a client per request is slow enough (TLS roots, in a debug build) to
+/// spread the burst over hundreds of milliseconds.
 async fn burst(gateway: &Gateway, count: usize) -> Vec<reqwest::Response> {
-    let requests = (0..count).map(|_| async {
-        client()
-            .get(gateway.url("/limited/x"))
-            .send()
-            .await
-            .unwrap()
-    });
+    let client = client();
+    let requests =
+        (0..count).map(|_| async { client.get(gateway.url("/limited/x")).send().await.unwrap() });
     futures_util::future::join_all(requests).await
 }
 
