@@ -49,9 +49,10 @@ fn browser_headers() -> HeaderMap {
 
 fn header_filtering(c: &mut Criterion) {
     let headers = browser_headers();
-    let client = ClientInfo::direct("203.0.113.7".parse().unwrap());
+    let mut context = http::Extensions::new();
+    context.insert(ClientInfo::direct("203.0.113.7".parse().unwrap()));
     c.bench_function("headers/to_upstream_12_fields", |b| {
-        b.iter(|| to_upstream(black_box(headers.clone()), &client))
+        b.iter(|| to_upstream(black_box(headers.clone()), &context))
     });
 }
 

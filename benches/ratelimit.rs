@@ -71,17 +71,21 @@ fn memory_checks(c: &mut Criterion) {
     )
     .unwrap();
     let limiter = runtime.block_on(async { RateLimiter::new(&plan.rate_limit, 1).unwrap() });
-    let one = limiter.route(&["per_ip".to_owned()]).unwrap();
-    let two = limiter.route(&plan.routes[0].rate_limits).unwrap();
+    // ip and global policies are both checked before authentication.
+    let one = limiter.route(&["per_ip".to_owned()]).before_auth.unwrap();
+    let two = limiter
+        .route(&plan.routes[0].rate_limits)
+        .before_auth
+        .unwrap();
     let mut request = http::Request::get("/x").body(Body::empty()).unwrap();
     request
         .extensions_mut()
         .insert(ClientInfo::direct("203.0.113.7".parse().unwrap()));
     group.bench_function("route_check_one_policy", |b| {
-        b.iter(|| runtime.block_on(one.check(&request)).is_ok())
+        b.iter(|| runtime.block_on(one.check(&request, None)).is_ok())
     });
     group.bench_function("route_check_two_policies", |b| {
-        b.iter(|| runtime.block_on(two.check(&request)).is_ok())
+        b.iter(|| runtime.block_on(two.check(&request, None)).is_ok())
     });
     group.finish();
 }

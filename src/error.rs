@@ -22,6 +22,14 @@ pub enum Error {
     MethodNotAllowed { allow: HeaderValue },
     #[error("invalid request path: {0}")]
     InvalidPath(&'static str),
+    #[error("invalid Host: {0}")]
+    InvalidHost(&'static str),
+    #[error("ambiguous message framing: {0}")]
+    AmbiguousFraming(&'static str),
+    #[error("a request header name contains '_'")]
+    InvalidHeaderName,
+    #[error("a transfer coding other than chunked")]
+    UnsupportedTransferCoding,
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error("request header section larger than {limit} bytes")]
@@ -150,6 +158,9 @@ impl Error {
             Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::InvalidPath(_)
+            | Error::InvalidHost(_)
+            | Error::AmbiguousFraming(_)
+            | Error::InvalidHeaderName
             | Error::BadRequestBody(_)
             | Error::InvalidJson(_)
             | Error::ValidationFailed(_) => StatusCode::BAD_REQUEST,
@@ -157,6 +168,7 @@ impl Error {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Error::UnknownVersion { .. } => StatusCode::NOT_FOUND,
+            Error::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             Error::AggregationFailed(_) => StatusCode::BAD_GATEWAY,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -198,6 +210,27 @@ impl Error {
                 "invalid-path",
                 "Bad Request",
                 format!("The request path is not acceptable: {why}."),
+            ),
+            Error::InvalidHost(why) => (
+                "invalid-host",
+                "Bad Request",
+                format!("The request's Host is not acceptable: {why}."),
+            ),
+            Error::AmbiguousFraming(why) => (
+                "ambiguous-framing",
+                "Bad Request",
+                format!("The request's length is ambiguous: {why}."),
+            ),
+            Error::InvalidHeaderName => (
+                "invalid-header",
+                "Bad Request",
+                "Header names with '_' are not accepted; use '-'.".to_owned(),
+            ),
+            Error::UnsupportedTransferCoding => (
+                "unsupported-transfer-coding",
+                "Not Implemented",
+                "The only transfer coding accepted is chunked; send other codings as Content-Encoding."
+                    .to_owned(),
             ),
             Error::PayloadTooLarge { limit } => (
                 "payload-too-large",
@@ -410,6 +443,10 @@ fn problem_type(slug: &'static str) -> &'static str {
         "invalid-json",
         "validation-failed",
         "invalid-path",
+        "invalid-host",
+        "ambiguous-framing",
+        "invalid-header",
+        "unsupported-transfer-coding",
         "payload-too-large",
         "headers-too-large",
         "bad-request-body",
@@ -536,6 +573,10 @@ mod tests {
                 allow: HeaderValue::from_static("GET"),
             },
             Error::InvalidPath("x"),
+            Error::InvalidHost("x"),
+            Error::AmbiguousFraming("x"),
+            Error::InvalidHeaderName,
+            Error::UnsupportedTransferCoding,
             Error::PayloadTooLarge { limit: 1 },
             Error::HeadersTooLarge { limit: 1 },
             Error::BadRequestBody("x".into()),

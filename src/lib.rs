@@ -6,11 +6,13 @@
 //! 1. response compression, negotiated with `Accept-Encoding`;
 //! 2. request id: set or propagate `X-Request-Id`; render problem bodies with it; then W3C
 //!    trace context (continue or start the trace) and the access log (one event per request);
-//! 3. CORS, when configured: preflights answered, CORS headers on every answer;
-//! 4. panics become 500 problems, never a dead runtime;
-//! 5. limits: header section (431), body (413), whole-request deadline (504);
-//! 6. path normalization (400 for ambiguous paths);
-//! 7. routing: built-in endpoints, then configured routes (chosen by path, method and API
+//! 3. the trust boundary: ambiguous framing refused, client copies of the headers the gateway
+//!    owns removed;
+//! 4. CORS, when configured: preflights answered, CORS headers on every answer;
+//! 5. panics become 500 problems, never a dead runtime;
+//! 6. limits: header section (431), body (413), whole-request deadline (504);
+//! 7. path normalization (400 for ambiguous paths);
+//! 8. routing: built-in endpoints, then configured routes (chosen by path, method and API
 //!    version): authentication and scopes, rate limits, the response cache, request
 //!    validation and transforms, fault injection, then the mock, proxy or aggregate handler,
 //!    whose answer is transformed, cached, and marked when the route is deprecated.
@@ -32,6 +34,7 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod config;
+pub mod cors;
 pub mod docs;
 pub mod error;
 pub mod limits;
@@ -41,6 +44,7 @@ mod redis_conn;
 pub mod routes;
 pub mod runtime;
 pub mod transform;
+pub mod trust;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -55,6 +59,7 @@ use crate::{
     limits::LimitsLayer,
     observability::{AccessLogLayer, RequestIdLayer, TraceContextLayer},
     routes::normalize::NormalizePathLayer,
+    trust::TrustBoundaryLayer,
     upstream::Upstream,
 };
 
@@ -87,9 +92,15 @@ impl App {
         let providers = auth::Providers::new(&plan.auth, &internal_client(&tls)?);
         let limiter = ratelimit::RateLimiter::new(&plan.rate_limit, pools)?;
         let cache = cache::ResponseCache::new(&plan.cache, pools)?;
+        let trust = TrustBoundaryLayer::new(
+            plan.server.underscore_headers,
+            providers.identity_headers(),
+            &plan.server.trusted_headers,
+        );
         let router = wrap(
             routes::router(&plan, &upstreams, &providers, &limiter, &cache),
             &plan,
+            trust,
         );
         Ok(Self {
             plan,
@@ -153,34 +164,11 @@ fn compression(
         )
 }
 
-/// CORS (tower-http): preflights are answered here, before auth and rate limits (browsers send
-/// them without credentials); other answers, problems included, get the CORS headers so a page
-/// can read them. The settings were validated, so the layer cannot panic on them.
-fn cors_layer(cors: &config::CorsSettings) -> tower_http::cors::CorsLayer {
-    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
-    let mut layer = CorsLayer::new()
-        .allow_origin(match &cors.origins {
-            config::CorsOrigins::Any => AllowOrigin::any(),
-            config::CorsOrigins::List(origins) => AllowOrigin::list(origins.iter().cloned()),
-        })
-        .allow_methods(cors.methods.clone())
-        .allow_headers(match &cors.allow_headers {
-            config::CorsHeaders::Any => AllowHeaders::any(),
-            config::CorsHeaders::List(names) => AllowHeaders::list(names.iter().cloned()),
-        })
-        .expose_headers(cors.expose_headers.clone())
-        .allow_credentials(cors.allow_credentials);
-    if let Some(max_age) = cors.max_age {
-        layer = layer.max_age(max_age);
-    }
-    layer
-}
-
 /// The layers every request passes through before routing, outermost first.
 ///
 /// One `ServiceBuilder` stack, boxed once by the outer `Router`: each `Router::layer` would box
 /// its layer again and clone every box below it on each request.
-fn wrap(routes: Router, plan: &Plan) -> Router {
+fn wrap(routes: Router, plan: &Plan, trust: TrustBoundaryLayer) -> Router {
     use tower::ServiceBuilder;
     #[cfg(feature = "otlp")]
     let otel = observability::otel::OtelSpanLayer;
@@ -198,7 +186,11 @@ fn wrap(routes: Router, plan: &Plan) -> Router {
         .layer(TraceContextLayer)
         .layer(otel)
         .layer(AccessLogLayer)
-        .option_layer(plan.cors.as_ref().map(cors_layer))
+        .layer(trust)
+        // CORS: preflights are answered here, before auth and rate limits (browsers send them
+        // without credentials); other answers, problems included, get the CORS headers so a
+        // page can read them.
+        .option_layer(plan.cors.as_ref().map(cors::CorsLayer::new))
         .map_response(IntoResponse::into_response)
         .layer(CatchPanicLayer::custom(|_panic| {
             Error::Internal("a request handler panicked".into()).into_response()
@@ -232,7 +224,11 @@ mod tests {
             .body(Body::empty())
             .unwrap();
 
-        let response = wrap(panicking, &plan).oneshot(request).await.unwrap();
+        let trust = TrustBoundaryLayer::new(Default::default(), [], &[]);
+        let response = wrap(panicking, &plan, trust)
+            .oneshot(request)
+            .await
+            .unwrap();
 
         assert_eq!(response.status(), 500);
         assert_eq!(

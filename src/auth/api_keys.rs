@@ -3,10 +3,13 @@
 //! nor a timing side channel gives a key away. With `store = "redis"`, keys can also live in
 //! Redis (one hash per provider, digest -> `{"id", "scopes"}`), where `proxyfn keys add|revoke|list`
 //! manages them at runtime without a redeploy.
+//!
+//! A matched key's `id` and `scopes` reach the upstream as identity headers (`forward_identity`,
+//! by default `X-Api-Key-Id` and `X-Api-Key-Scopes`), so upstreams can tell callers apart.
 
 use std::time::Duration;
 
-use http::{HeaderMap, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +24,8 @@ pub struct ApiKeyProvider {
     location: KeyLocation,
     keys: Vec<ApiKeyEntry>,
     redis: Option<RedisKeys>,
+    forward_id: Option<HeaderName>,
+    forward_scopes: Option<HeaderName>,
 }
 
 /// What Redis holds for one key.
@@ -41,6 +46,35 @@ impl ApiKeyProvider {
                 .redis_url
                 .as_ref()
                 .map(|url| RedisKeys::new(url, &settings.name)),
+            forward_id: settings.forward_id.clone(),
+            forward_scopes: settings.forward_scopes.clone(),
+        }
+    }
+
+    /// The headers this provider injects.
+    pub fn identity_headers(&self) -> impl Iterator<Item = HeaderName> + '_ {
+        self.forward_id.iter().chain(&self.forward_scopes).cloned()
+    }
+
+    /// What the upstream learns of a matched key.
+    fn authenticated(&self, id: String, scopes: Vec<String>) -> Authenticated {
+        let mut inject = Vec::with_capacity(2);
+        if let Some(name) = &self.forward_id
+            && let Ok(value) = HeaderValue::try_from(id.as_str())
+        {
+            inject.push((name.clone(), value));
+        }
+        if let Some(name) = &self.forward_scopes
+            && !scopes.is_empty()
+            && let Ok(value) = HeaderValue::try_from(scopes.join(" "))
+        {
+            inject.push((name.clone(), value));
+        }
+        Authenticated {
+            id,
+            scopes,
+            inject,
+            strip: None,
         }
     }
 
@@ -67,13 +101,13 @@ impl ApiKeyProvider {
             }
         }
         if let Some(entry) = matched {
-            return Ok(authenticated(entry.id.clone(), entry.scopes.clone()));
+            return Ok(self.authenticated(entry.id.clone(), entry.scopes.clone()));
         }
         let Some(redis) = &self.redis else {
             return Err(Failure::Rejected(Reason::UnknownApiKey));
         };
         match redis.lookup(&presented).await {
-            Ok(Some(stored)) => Ok(authenticated(stored.id, stored.scopes)),
+            Ok(Some(stored)) => Ok(self.authenticated(stored.id, stored.scopes)),
             Ok(None) => Err(Failure::Rejected(Reason::UnknownApiKey)),
             Err(error) => {
                 tracing::warn!(provider = %self.name, %error, "API key store unavailable");
@@ -82,15 +116,6 @@ impl ApiKeyProvider {
                 })
             }
         }
-    }
-}
-
-fn authenticated(id: String, scopes: Vec<String>) -> Authenticated {
-    Authenticated {
-        id,
-        scopes,
-        inject: vec![],
-        strip: None,
     }
 }
 

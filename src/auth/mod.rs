@@ -4,9 +4,11 @@
 //! providers are tried in order and any one succeeding suffices; then every scope in the
 //! route's `scopes` must be granted. This runs before any upstream is called, in both
 //! runtimes. Failures are 401 with `WWW-Authenticate` (RFC 6750 §3), missing scopes 403
-//! `insufficient_scope`. Identity headers a client sent itself are removed before the claims
-//! are injected, so they cannot be spoofed. Every decision is an audit event; no token or key
-//! is ever logged.
+//! `insufficient_scope`. The identity headers a provider injects (JWT `forward_claims`,
+//! API-key `forward_identity`) travel with the [`Principal`] and are written when the request
+//! is sent upstream; copies a client sends itself are removed on every route by the trust
+//! boundary ([`crate::trust`]), so they cannot be spoofed. Every decision is an audit event;
+//! no token or key is ever logged.
 
 pub mod api_keys;
 mod jwks;
@@ -29,9 +31,11 @@ use jwt::JwtProvider;
 pub struct Principal {
     /// `jwt:NAME` or `api_key:NAME`.
     pub provider: Arc<str>,
-    /// The token's `sub`, or the API key's `id`.
+    /// The token's `sub` (empty when the token has none), or the API key's `id`.
     pub id: String,
     pub scopes: Vec<String>,
+    /// Identity headers for the upstream (`forward_claims`, `forward_identity`).
+    pub forward: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Why credentials were refused: the class a client may see, never the credential.
@@ -104,7 +108,7 @@ pub enum Failure {
 pub struct Authenticated {
     pub id: String,
     pub scopes: Vec<String>,
-    /// Headers for the upstream (`forward_claims`).
+    /// Headers for the upstream (`forward_claims`, `forward_identity`).
     pub inject: Vec<(HeaderName, HeaderValue)>,
     /// A credential header to remove before forwarding (`forward_token = false`).
     pub strip: Option<HeaderName>,
@@ -133,6 +137,20 @@ impl Providers {
         }
     }
 
+    /// Every header a provider may inject: the trust boundary removes client copies of them
+    /// from every request.
+    pub fn identity_headers(&self) -> Vec<HeaderName> {
+        let jwt = self
+            .jwt
+            .values()
+            .flat_map(|jwt| jwt.forward_claims.iter().map(|(_, header)| header.clone()));
+        let api_keys = self
+            .api_keys
+            .values()
+            .flat_map(|keys| keys.identity_headers());
+        jwt.chain(api_keys).collect()
+    }
+
     /// The policy for a route; `None` for a public route.
     pub fn policy(
         &self,
@@ -156,16 +174,6 @@ impl Providers {
                 },
             })
             .collect();
-        let mut spoofable: Vec<HeaderName> = providers
-            .iter()
-            .filter_map(|p| match &p.kind {
-                Kind::Jwt(jwt) => Some(jwt.forward_claims.iter().map(|(_, h)| h.clone())),
-                Kind::ApiKey(_) => None,
-            })
-            .flatten()
-            .collect();
-        spoofable.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        spoofable.dedup();
         let bearer = providers
             .iter()
             .any(|p| matches!(&p.kind, Kind::Jwt(j) if j.location == KeyLocation::Bearer));
@@ -173,7 +181,6 @@ impl Providers {
             route: route.into(),
             providers,
             scopes: scopes.to_vec(),
-            spoofable,
             scheme: if bearer { "Bearer" } else { "ApiKey" },
         })
     }
@@ -195,8 +202,6 @@ pub struct RoutePolicy {
     route: Arc<str>,
     providers: Vec<Provider>,
     scopes: Vec<String>,
-    /// Identity headers the gateway sets; client copies are removed.
-    spoofable: Vec<HeaderName>,
     /// The `WWW-Authenticate` scheme of the challenge.
     scheme: &'static str,
 }
@@ -205,9 +210,6 @@ impl RoutePolicy {
     /// Authenticates `request`, or returns the 401/403/503 to answer with. On success the
     /// request carries its [`Principal`] and the identity headers for the upstream.
     pub async fn authorize(&self, request: &mut Request) -> Result<(), Error> {
-        for name in &self.spoofable {
-            request.headers_mut().remove(name);
-        }
         let mut refusal: Option<Reason> = None;
         let mut unavailable: Option<Duration> = None;
         for provider in &self.providers {
@@ -274,12 +276,8 @@ impl RoutePolicy {
             });
         }
         self.audit(label, &authenticated.id, "allow", "ok");
-        let headers = request.headers_mut();
         if let Some(name) = &authenticated.strip {
-            headers.remove(name);
-        }
-        for (name, value) in authenticated.inject {
-            headers.insert(name, value);
+            request.headers_mut().remove(name);
         }
         if let Some(notes) = crate::observability::Notes::of(request.extensions()) {
             notes.principal(label, &authenticated.id);
@@ -288,6 +286,7 @@ impl RoutePolicy {
             provider: label.clone(),
             id: authenticated.id,
             scopes: authenticated.scopes,
+            forward: authenticated.inject,
         });
         Ok(())
     }

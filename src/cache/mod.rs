@@ -219,6 +219,11 @@ impl RouteCache {
         if authenticated && !self.settings.per_principal {
             return Lookup::Bypass;
         }
+        // A token without `sub` names nobody: sharing its entries would serve one caller's
+        // answer to another.
+        if principal.is_some_and(|p| p.id.is_empty()) {
+            return Lookup::Bypass;
+        }
         let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         let mut field = |bytes: &[u8]| {
             hash.update(&(bytes.len() as u64).to_be_bytes());

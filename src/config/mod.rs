@@ -205,6 +205,27 @@ pub struct ApiKeysConfig {
     #[serde(default)]
     pub store: KeyStoreKind,
     pub redis_url: Option<String>,
+    /// Headers naming the matched key's `id` and `scopes` for the upstream.
+    #[serde(default)]
+    pub forward_identity: ForwardIdentityConfig,
+}
+
+/// `forward_identity = { id = "x-api-key-id", scopes = "x-api-key-scopes" }`; `""` turns
+/// one off.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardIdentityConfig {
+    pub id: String,
+    pub scopes: String,
+}
+
+impl Default for ForwardIdentityConfig {
+    fn default() -> Self {
+        Self {
+            id: "x-api-key-id".into(),
+            scopes: "x-api-key-scopes".into(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -261,8 +282,14 @@ pub struct ServerConfig {
     pub header_limit: ByteSize,
     /// Deadline for the whole request, until the response head is ready.
     pub timeout: HumanDuration,
-    /// How many X-Forwarded-For hops (from the right) are trusted in server mode.
-    pub trusted_proxies: usize,
+    /// Server mode: which proxies in front of the gateway may speak for the client in
+    /// `X-Forwarded-*`: a hop count, or a list of addresses and CIDR networks.
+    pub trusted_proxies: TrustedProxiesConfig,
+    /// Client-address headers (`cf-connecting-ip`, ...) passed on from trusted proxies
+    /// instead of being removed.
+    pub trusted_headers: Vec<String>,
+    /// What happens to request header names with `_`: `drop`, `reject` or `allow`.
+    pub underscore_headers: crate::trust::UnderscoreHeaders,
     /// Remove an API Gateway stage prefix (`/prod`) before routing (Lambda mode).
     pub strip_stage: bool,
     /// How long graceful shutdown waits for in-flight requests.
@@ -282,13 +309,23 @@ impl Default for ServerConfig {
             body_limit: ByteSize(10 << 20),
             header_limit: ByteSize(32 << 10),
             timeout: HumanDuration(Duration::from_secs(29)),
-            trusted_proxies: 0,
+            trusted_proxies: TrustedProxiesConfig::Count(0),
+            trusted_headers: Vec::new(),
+            underscore_headers: crate::trust::UnderscoreHeaders::Drop,
             strip_stage: true,
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             deadline_margin: HumanDuration(Duration::from_millis(200)),
             workers: None,
         }
     }
+}
+
+/// `trusted_proxies = 2` or `trusted_proxies = ["10.0.0.0/8", "192.168.1.5"]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TrustedProxiesConfig {
+    Count(usize),
+    Networks(Vec<String>),
 }
 
 /// `[upstreams.NAME]`: a backend service.

@@ -110,6 +110,10 @@ pub struct ApiKeySettings {
     pub keys: Vec<ApiKeyEntry>,
     /// `Some(url)` when keys are also looked up in Redis.
     pub redis_url: Option<String>,
+    /// The header carrying the matched key's `id` to the upstream, unless turned off.
+    pub forward_id: Option<HeaderName>,
+    /// The header carrying its `scopes`, space-separated.
+    pub forward_scopes: Option<HeaderName>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,7 +136,10 @@ pub struct ServerSettings {
     pub body_limit: u64,
     pub header_limit: usize,
     pub timeout: Duration,
-    pub trusted_proxies: usize,
+    pub trusted_proxies: crate::trust::TrustedProxies,
+    /// Client-address headers passed on from trusted proxies.
+    pub trusted_headers: Vec<HeaderName>,
+    pub underscore_headers: crate::trust::UnderscoreHeaders,
     pub strip_stage: bool,
     pub shutdown_timeout: Duration,
     pub deadline_margin: Duration,
@@ -389,12 +396,59 @@ fn server_settings(config: &Config, problems: &mut Problems) -> Option<ServerSet
             format!("must be between 1 and {MAX_WORKERS}"),
         );
     }
+    let trusted_proxies = match &server.trusted_proxies {
+        super::TrustedProxiesConfig::Count(n) => crate::trust::TrustedProxies::Count(*n),
+        super::TrustedProxiesConfig::Networks(entries) => {
+            if entries.is_empty() {
+                problems.add(
+                    "server.trusted_proxies",
+                    "list at least one address or network, or use 0 to trust none",
+                );
+            }
+            crate::trust::TrustedProxies::Networks(
+                entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, entry)| {
+                        crate::trust::parse_network(entry)
+                            .map_err(|message| {
+                                problems.add(format!("server.trusted_proxies[{i}]"), message)
+                            })
+                            .ok()
+                    })
+                    .collect(),
+            )
+        }
+    };
+    let trusted_headers = server
+        .trusted_headers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let key = format!("server.trusted_headers[{i}]");
+            let name = parse_header_name(&key, name, problems)?;
+            if !crate::trust::CLIENT_ADDRESS_HEADERS.contains(&name.as_str()) {
+                problems.add(
+                    key,
+                    format!(
+                        "{:?} is not a client-address header the gateway removes (those are: {})",
+                        name.as_str(),
+                        crate::trust::CLIENT_ADDRESS_HEADERS.join(", ")
+                    ),
+                );
+                return None;
+            }
+            Some(name)
+        })
+        .collect();
     Some(ServerSettings {
         listen: listen?,
         body_limit: server.body_limit.0,
         header_limit,
         timeout: server.timeout.0,
-        trusted_proxies: server.trusted_proxies,
+        trusted_proxies,
+        trusted_headers,
+        underscore_headers: server.underscore_headers,
         strip_stage: server.strip_stage,
         shutdown_timeout: server.shutdown_timeout.0,
         deadline_margin: server.deadline_margin.0,
@@ -993,18 +1047,10 @@ fn jwt_settings(name: &str, jwt: &JwtConfig, problems: &mut Problems) -> Option<
     let forward_claims = jwt
         .forward_claims
         .iter()
-        .filter_map(
-            |(claim, header)| match HeaderName::try_from(header.as_str()) {
-                Ok(name) => Some((claim.clone(), name)),
-                Err(_) => {
-                    problems.add(
-                        format!("{key}.forward_claims.{claim}"),
-                        format!("invalid header name {header:?}"),
-                    );
-                    None
-                }
-            },
-        )
+        .filter_map(|(claim, header)| {
+            identity_header(&format!("{key}.forward_claims.{claim}"), header, problems)
+                .map(|name| (claim.clone(), name))
+        })
         .collect();
     let location = match (&jwt.cookie, jwt.header.to_ascii_lowercase().as_str()) {
         (Some(cookie), _) => KeyLocation::Cookie(cookie.clone()),
@@ -1033,6 +1079,45 @@ fn jwt_settings(name: &str, jwt: &JwtConfig, problems: &mut Problems) -> Option<
         jwks_cache: jwt.jwks_cache.0,
         jwks_min_refresh: jwt.jwks_min_refresh.0,
     })
+}
+
+/// A header a provider injects: a valid name that the gateway does not already own or drop.
+fn identity_header(key: &str, text: &str, problems: &mut Problems) -> Option<HeaderName> {
+    let name = parse_header_name(key, text, problems)?;
+    const GATEWAY_OWNED: &[&str] = &[
+        "host",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authorization",
+        "content-length",
+        "authorization",
+        "cookie",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "forwarded",
+        "x-real-ip",
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+    ];
+    if GATEWAY_OWNED.contains(&name.as_str()) {
+        problems.add(
+            key,
+            format!(
+                "{:?} is a header the gateway or HTTP itself sets; pick another name",
+                name.as_str()
+            ),
+        );
+        return None;
+    }
+    Some(name)
 }
 
 /// Parses a PEM public key of whichever family it is.
@@ -1101,11 +1186,20 @@ fn api_key_settings(
         }
         (KeyStoreKind::Memory, None) => None,
     };
+    let forward = |field: &str, header: &str, problems: &mut Problems| {
+        (!header.is_empty())
+            .then(|| identity_header(&format!("{key}.forward_identity.{field}"), header, problems))
+            .flatten()
+    };
+    let forward_id = forward("id", &config.forward_identity.id, problems);
+    let forward_scopes = forward("scopes", &config.forward_identity.scopes, problems);
     (problems.0.len() == before).then(|| ApiKeySettings {
         name: name.to_owned(),
         location,
         keys,
         redis_url,
+        forward_id,
+        forward_scopes,
     })
 }
 
@@ -1563,6 +1657,66 @@ mod tests {
                 .any(|p| p.contains("conflicts with another route")),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn trust_boundary_keys_are_validated_with_their_key_paths() {
+        let found = problems(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.internal\", \"10.0.0.0/40\"]\n\
+             trusted_headers = [\"cf-connecting-ip\", \"x-user-id\"]\n",
+        );
+        assert_eq!(
+            found,
+            [
+                r#"server.trusted_proxies[1]: not an IP address or CIDR network: "proxy.internal""#,
+                r#"server.trusted_proxies[2]: not an IP address or CIDR network: "10.0.0.0/40""#,
+            ]
+            .into_iter()
+            .chain([found[2].as_str()])
+            .collect::<Vec<_>>()
+        );
+        assert!(
+            found[2].starts_with(
+                r#"server.trusted_headers[1]: "x-user-id" is not a client-address header"#
+            ),
+            "{found:?}"
+        );
+        assert_eq!(
+            problems("[server]\ntrusted_proxies = []\n"),
+            [
+                "server.trusted_proxies: list at least one address or network, or use 0 to trust none"
+            ]
+        );
+        let plan = Plan::new(
+            &Config::from_toml("[server]\ntrusted_proxies = [\"192.168.1.5\", \"10.1.2.3/8\"]\n")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.server.trusted_proxies,
+            crate::trust::TrustedProxies::Networks(vec![
+                "192.168.1.5/32".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap()
+            ])
+        );
+    }
+
+    #[test]
+    fn identity_headers_cannot_be_headers_the_gateway_owns() {
+        let found = problems(
+            "[auth.api_keys.p]\nforward_identity = { id = \"x-forwarded-for\", scopes = \"\" }\n\
+             [auth.jwt.j]\njwks_url = \"https://idp.test/jwks\"\nalgorithms = [\"RS256\"]\n\
+             forward_claims = { sub = \"X-Request-Id\" }\n",
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with(
+            "auth.jwt.j.forward_claims.sub: \"x-request-id\" is a header the gateway"
+        ));
+        assert!(found[1].starts_with("auth.api_keys.p.forward_identity.id: \"x-forwarded-for\""));
+        let plan = Plan::new(&Config::from_toml("[auth.api_keys.p]\n").unwrap()).unwrap();
+        let keys = &plan.auth.api_keys["p"];
+        assert_eq!(keys.forward_id.as_ref().unwrap(), "x-api-key-id");
+        assert_eq!(keys.forward_scopes.as_ref().unwrap(), "x-api-key-scopes");
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! Rate limiting: `[rate_limits.NAME]` policies checked on the routes that list them, after
-//! authentication (so `user` and `api_key` policies see the principal) and before anything
-//! reaches the upstream.
+//! Rate limiting: `[rate_limits.NAME]` policies checked on the routes that list them, in two
+//! phases. Policies that count by where the request comes from (`ip`, `global`,
+//! `header:NAME`) are checked before authentication, so failed attempts count too: 40 wrong
+//! API keys from one address meet that address's limit. Policies that count by who it is
+//! (`user`, `api_key`) are checked after it, when the principal is known. Both are checked
+//! before anything reaches the upstream.
 //!
 //! The algorithm is GCRA ([`gcra`]): smooth, exact, one number per key. State lives in
 //! process ([`memory`], the default) or in Redis ([`redis`], shared by every instance, one
@@ -97,9 +100,11 @@ impl Policy {
         match &self.key {
             LimitKey::Global => Cow::Borrowed("global"),
             LimitKey::Ip => by_ip(),
+            // A token without `sub` is nobody in particular: counted by address, never in one
+            // bucket shared by every such token.
             LimitKey::User => match principal {
-                Some(principal) => Cow::Borrowed(principal.id.as_str()),
-                None => by_ip(),
+                Some(principal) if !principal.id.is_empty() => Cow::Borrowed(principal.id.as_str()),
+                _ => by_ip(),
             },
             LimitKey::ApiKey => match principal {
                 Some(p) if p.provider.starts_with("api_key:") => Cow::Borrowed(p.id.as_str()),
@@ -115,6 +120,11 @@ impl Policy {
     /// Header values may be credentials: they are hashed before they reach Redis.
     fn sensitive(&self) -> bool {
         matches!(self.key, LimitKey::Header(_))
+    }
+
+    /// Whether the policy counts by who the caller is, known only after authentication.
+    fn needs_principal(&self) -> bool {
+        matches!(self.key, LimitKey::User | LimitKey::ApiKey)
     }
 }
 
@@ -161,12 +171,20 @@ impl RateLimiter {
         })
     }
 
-    /// The limits of a route that lists `names` (validated to exist); `None` for none.
-    pub fn route(&self, names: &[String]) -> Option<RouteLimits> {
-        let policies: Vec<Arc<Policy>> = names
+    /// The limits of a route that lists `names` (validated to exist), in the order they are
+    /// checked: those checked before authentication, then those checked after it.
+    pub fn route(&self, names: &[String]) -> RoutePhases {
+        let (after, before): (Vec<Arc<Policy>>, Vec<Arc<Policy>>) = names
             .iter()
             .filter_map(|name| self.policies.get(name).cloned())
-            .collect();
+            .partition(|policy| policy.needs_principal());
+        RoutePhases {
+            before_auth: self.limits(before),
+            after_auth: self.limits(after),
+        }
+    }
+
+    fn limits(&self, policies: Vec<Arc<Policy>>) -> Option<RouteLimits> {
         if policies.is_empty() {
             return None;
         }
@@ -179,7 +197,17 @@ impl RateLimiter {
     }
 }
 
-/// The policies one route checks, with its `RateLimit-Policy` value computed once.
+/// A route's policies, split by when they are checked.
+#[derive(Default)]
+pub struct RoutePhases {
+    /// `ip`, `global` and `header:NAME` policies: before authentication.
+    pub before_auth: Option<RouteLimits>,
+    /// `user` and `api_key` policies: after it.
+    pub after_auth: Option<RouteLimits>,
+}
+
+/// The policies one route checks in one phase, with its `RateLimit-Policy` value computed
+/// once.
 pub struct RouteLimits {
     shared: Arc<Shared>,
     policies: Vec<Arc<Policy>>,
@@ -204,6 +232,29 @@ impl Decision {
         }
     }
 
+    /// This decision, then `later`'s: the header values list both phases' policies.
+    fn then(self, later: Decision) -> Decision {
+        Decision {
+            policy: join(&self.policy, &later.policy),
+            state: match (self.state, later.state) {
+                (Some(a), Some(b)) => Some(join(&a, &b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
+    /// The headers of a later phase's refusal, with this decision's policies listed first.
+    fn then_headers(self, mut refusal: HeaderMap) -> HeaderMap {
+        let later = Decision {
+            policy: refusal
+                .remove(&RATELIMIT_POLICY)
+                .unwrap_or_else(|| self.policy.clone()),
+            state: refusal.remove(&RATELIMIT),
+        };
+        self.then(later).apply(&mut refusal);
+        refusal
+    }
+
     /// Adds `RateLimit-Policy` and `RateLimit` to a response.
     pub fn apply(self, headers: &mut HeaderMap) {
         headers.insert(RATELIMIT_POLICY.clone(), self.policy);
@@ -211,6 +262,15 @@ impl Decision {
             headers.insert(RATELIMIT.clone(), state);
         }
     }
+}
+
+/// Two structured-field lists as one (RFC 9651 §3.1).
+fn join(a: &HeaderValue, b: &HeaderValue) -> HeaderValue {
+    let mut bytes = Vec::with_capacity(a.len() + b.len() + 2);
+    bytes.extend_from_slice(a.as_bytes());
+    bytes.extend_from_slice(b", ");
+    bytes.extend_from_slice(b.as_bytes());
+    HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| a.clone())
 }
 
 /// One policy's decision, with the quota that applied.
@@ -221,21 +281,41 @@ struct Checked<'p> {
 }
 
 impl RouteLimits {
-    /// Counts the request against every policy of the route: `Ok` with the headers for the
-    /// response, or 429 (`Error::RateLimited`) when any policy refuses it.
+    /// Counts the request against every policy of this phase: `Ok` with the headers for the
+    /// response, or 429 (`Error::RateLimited`) when any policy refuses it. `earlier` is the
+    /// decision of the phase before, whose policies the headers list first.
     ///
     /// The keys are taken from the request before the future starts, so the future does not
     /// borrow the request (whose body is not `Sync`).
-    pub fn check(
-        &self,
+    pub fn check<'a>(
+        &'a self,
         request: &Request,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send + '_ {
+        earlier: Option<&'a Decision>,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send + 'a {
         let keys: Vec<String> = self
             .policies
             .iter()
             .map(|p| p.key_of(request).into_owned())
             .collect();
-        async move { self.check_keys(&keys).await }
+        async move {
+            match self.check_keys(&keys).await {
+                Ok(decision) => Ok(match earlier {
+                    Some(earlier) => earlier.clone().then(decision),
+                    None => decision,
+                }),
+                Err(Error::RateLimited {
+                    retry_after,
+                    headers,
+                }) => Err(Error::RateLimited {
+                    retry_after,
+                    headers: match earlier {
+                        Some(earlier) => Box::new(earlier.clone().then_headers(*headers)),
+                        None => headers,
+                    },
+                }),
+                Err(error) => Err(error),
+            }
+        }
     }
 
     async fn check_keys(&self, keys: &[String]) -> Result<Decision, Error> {

@@ -8,10 +8,10 @@
 //! answer says `X-Proxyfn-Completed: false` and, unless `aggregate_errors = false`, lists it in
 //! `_errors`. A failed `required` backend, or every backend failing, is 502 problem+json.
 //!
-//! Backends receive the client's headers (identity headers from `auth` included) but not its
-//! body: aggregation composes reads.
+//! Backends receive the client's headers and the gateway's own (identity headers from `auth`
+//! included) but not its body: aggregation composes reads.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use axum::{
     body::Body,
@@ -25,9 +25,6 @@ use crate::{
     body::{Buffered, Coding, decode, is_json, read_up_to},
     config::AggregateBackend,
     error::Error,
-    limits::{BodyLimit, Deadline},
-    observability::Notes,
-    runtime::ClientInfo,
     upstream::Upstream,
 };
 
@@ -154,11 +151,9 @@ impl AggregateRoute {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
-        let extensions = request.extensions_mut();
-        copy::<ClientInfo>(&client.extensions, extensions);
-        copy::<Deadline>(&client.extensions, extensions);
-        copy::<BodyLimit>(&client.extensions, extensions);
-        copy::<Arc<Notes>>(&client.extensions, extensions);
+        // The client's context whole: who it is (address, principal and its identity
+        // headers), its request id and trace, deadline and limits.
+        *request.extensions_mut() = client.extensions.clone();
 
         let path = target.split('?').next().unwrap_or_default();
         let call = upstream.forward(request, path);
@@ -198,12 +193,6 @@ impl AggregateRoute {
         let bytes = decode(encoding, bytes, self.body_cap as u64)
             .map_err(|_| "answered a body that could not be decoded".to_owned())?;
         serde_json::from_slice(&bytes).map_err(|_| "answered invalid JSON".to_owned())
-    }
-}
-
-fn copy<T: Clone + Send + Sync + 'static>(from: &http::Extensions, to: &mut http::Extensions) {
-    if let Some(value) = from.get::<T>() {
-        to.insert(value.clone());
     }
 }
 

@@ -30,7 +30,7 @@ use crate::{
     config::{Plan, RouteAction, RoutePlan},
     error::Error,
     observability::{Notes, metrics::RouteMetrics},
-    ratelimit::{RateLimiter, RouteLimits},
+    ratelimit::{Decision, RateLimiter, RouteLimits, RoutePhases},
     transform::Transform,
     upstream::Upstream,
 };
@@ -95,7 +95,7 @@ struct Route {
     deprecation: Option<crate::config::Deprecation>,
     methods: Option<Vec<Method>>,
     auth: Option<RoutePolicy>,
-    limits: Option<RouteLimits>,
+    limits: RoutePhases,
     fault: Option<fault::Fault>,
     validator: Option<validate::RequestValidator>,
     transform: Option<Transform>,
@@ -350,35 +350,32 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, request: Request) -> Res
     response
 }
 
-/// The matched route's pipeline: auth, rate limits, a cache read, validation, the request
-/// transform, the handler, the response transform and a cache write.
+/// The matched route's pipeline: address-keyed rate limits, auth, principal-keyed rate
+/// limits, a cache read, validation, the request transform, the handler, the response
+/// transform and a cache write.
 async fn serve(route: &Route, mut request: Request, targets: Targets) -> Response {
     request.extensions_mut().insert(route.template.clone());
     if let Some(notes) = Notes::of(request.extensions()) {
         notes.route(&route.metrics);
     }
+    let mut decision = None;
+    if let Some(limits) = &route.limits.before_auth {
+        match limit(limits, &request, None).await {
+            Ok(allowed) => decision = Some(allowed),
+            Err(refused) => return refused,
+        }
+    }
     if let Some(policy) = &route.auth
         && let Err(error) = policy.authorize(&mut request).await
     {
-        return error.into_response();
+        return with_rate_limit_headers(error.into_response(), decision);
     }
-    let decision = match &route.limits {
-        None => None,
-        Some(limits) => {
-            let checked = limits.check(&request).await;
-            if let Some(notes) = Notes::of(request.extensions()) {
-                notes.rate_limit(match &checked {
-                    Ok(decision) => decision.outcome(),
-                    Err(Error::RateLimited { .. }) => "limited",
-                    Err(_) => "store_error_denied",
-                });
-            }
-            match checked {
-                Ok(decision) => Some(decision),
-                Err(error) => return error.into_response(),
-            }
+    if let Some(limits) = &route.limits.after_auth {
+        match limit(limits, &request, decision.as_ref()).await {
+            Ok(allowed) => decision = Some(allowed),
+            Err(refused) => return refused,
         }
-    };
+    }
     let lookup = route.cache.as_ref().map(|cache| cache.lookup(&request));
     if let (Some(cache), Some(Lookup::Use { key, read: true })) = (&route.cache, &lookup)
         && let Some(hit) = cache.get(key).await
@@ -411,6 +408,28 @@ async fn serve(route: &Route, mut request: Request, targets: Targets) -> Respons
         _ => response,
     };
     with_rate_limit_headers(response, decision)
+}
+
+/// One phase of the route's rate limits, noted for the access log; a refusal is the answer.
+/// (Not an `async fn`: the future must not hold the request, whose body is not `Sync`.)
+fn limit<'a>(
+    limits: &'a RouteLimits,
+    request: &Request,
+    earlier: Option<&'a Decision>,
+) -> impl Future<Output = Result<Decision, Response>> + Send + 'a {
+    let check = limits.check(request, earlier);
+    let notes = request.extensions().get::<Arc<Notes>>().cloned();
+    async move {
+        let checked = check.await;
+        if let Some(notes) = notes {
+            notes.rate_limit(match &checked {
+                Ok(decision) => decision.outcome(),
+                Err(Error::RateLimited { .. }) => "limited",
+                Err(_) => "store_error_denied",
+            });
+        }
+        checked.map_err(IntoResponse::into_response)
+    }
 }
 
 /// Responses of a limited route carry its `RateLimit` headers.

@@ -37,7 +37,7 @@ use crate::{
     error::{Error, PROBLEM_JSON},
     limits::Deadline,
     observability::{ColdStart, X_REQUEST_ID},
-    upstream::headers::X_FORWARDED_FOR,
+    upstream::headers::{X_FORWARDED_FOR, X_FORWARDED_PORT, X_FORWARDED_PROTO},
 };
 
 /// Runs `router` as the Lambda function handler until the runtime stops.
@@ -210,24 +210,75 @@ fn strip_stage_prefix(uri: &mut http::Uri, stage: &str) -> bool {
     }
 }
 
+/// Who sent the event's request, from what the AWS front door established: the source IP
+/// (for ALB, the address it appended to X-Forwarded-For), the scheme and port the front door
+/// served (API Gateway and Function URLs: HTTPS only; ALB: the X-Forwarded-Proto/-Port it
+/// sets), and `domainName` as the host when the event has no `Host`.
 fn client_info(context: Option<&RequestContext>, headers: &HeaderMap) -> ClientInfo {
-    let source_ip = match context {
-        Some(RequestContext::ApiGatewayV1(c)) => c
-            .identity
-            .source_ip
-            .as_deref()
-            .and_then(|ip| ip.parse().ok()),
-        Some(RequestContext::ApiGatewayV2(c)) => {
-            c.http.source_ip.as_deref().and_then(|ip| ip.parse().ok())
-        }
+    let (source_ip, domain) = match context {
+        Some(RequestContext::ApiGatewayV1(c)) => (
+            c.identity
+                .source_ip
+                .as_deref()
+                .and_then(|ip| ip.parse().ok()),
+            c.domain_name.as_deref(),
+        ),
+        Some(RequestContext::ApiGatewayV2(c)) => (
+            c.http.source_ip.as_deref().and_then(|ip| ip.parse().ok()),
+            c.domain_name.as_deref(),
+        ),
         // ALB appends the address it saw as the last X-Forwarded-For entry.
-        _ => last_forwarded_for(headers),
+        _ => (last_forwarded_for(headers), None),
+    };
+    let alb = matches!(context, Some(RequestContext::Alb(_)));
+    let (proto, port) = if alb {
+        let proto = headers
+            .get(X_FORWARDED_PROTO)
+            .filter(|p| *p == "http" || *p == "https")
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("https"));
+        let port = headers
+            .get(X_FORWARDED_PORT)
+            .filter(|p| {
+                p.to_str()
+                    .is_ok_and(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+            })
+            .cloned();
+        (proto, port)
+    } else {
+        (
+            HeaderValue::from_static("https"),
+            Some(HeaderValue::from_static("443")),
+        )
+    };
+    let host = if headers.contains_key(header::HOST) {
+        None
+    } else {
+        domain
+            .filter(|d| crate::trust::is_valid_host(d.as_bytes()))
+            .and_then(|d| HeaderValue::from_str(d).ok())
+    };
+    let forwarded_for = match headers.get_all(X_FORWARDED_FOR).iter().count() {
+        0 => None,
+        1 => headers.get(X_FORWARDED_FOR).cloned(),
+        _ => {
+            let joined: Vec<&str> = headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            HeaderValue::from_str(&joined.join(", ")).ok()
+        }
     };
     ClientInfo {
         ip: source_ip,
+        forwarded_for,
         append_to_forwarded_for: None,
-        trust_forwarded: true,
-        proto: HeaderValue::from_static("https"),
+        proto,
+        port,
+        host,
+        trusted_peer: true,
+        direct_http: false,
     }
 }
 

@@ -43,28 +43,46 @@ pub(crate) fn set_worker(index: usize) {
 #[derive(Clone, Debug)]
 pub struct StagePrefix(pub String);
 
-/// Who sent the request, as established by the runtime and never by a spoofable header.
+/// Who sent the request and how it reached the gateway, as established by the runtime and
+/// never by a header the client controls. The forwarding headers sent upstream are written
+/// from it ([`crate::upstream::headers`]).
 #[derive(Clone, Debug)]
 pub struct ClientInfo {
-    /// The client's address: the Lambda event's source IP, or in server mode the peer (or the
-    /// X-Forwarded-For entry `trusted_proxies` hops from the right).
+    /// The client's address: the Lambda event's source IP, or in server mode the peer (or,
+    /// through trusted proxies, the `X-Forwarded-For` entry they vouch for).
     pub ip: Option<IpAddr>,
+    /// The `X-Forwarded-For` the request arrived with, as one value: in Lambda the AWS front
+    /// door's (which appended the address it saw), in server mode the peer's.
+    pub forwarded_for: Option<HeaderValue>,
     /// The address to append to `X-Forwarded-For` upstream: the TCP peer in server mode.
     /// `None` in Lambda, where API Gateway, Function URLs and ALB have already appended it.
     pub append_to_forwarded_for: Option<IpAddr>,
-    /// Whether incoming `X-Forwarded-Proto`/`-Host` were set by a trusted proxy.
-    pub trust_forwarded: bool,
-    /// The scheme the client used, for `X-Forwarded-Proto` when not trusted from a header.
+    /// The scheme the client used (`X-Forwarded-Proto`).
     pub proto: HeaderValue,
+    /// The port the client connected to (`X-Forwarded-Port`), when known.
+    pub port: Option<HeaderValue>,
+    /// The host the client asked for, when it is not the request's `Host`: a trusted proxy's
+    /// `X-Forwarded-Host` (server mode), or the event's `domainName` (Lambda, no `Host`).
+    pub host: Option<HeaderValue>,
+    /// The request came through a trusted proxy or an AWS front door, so the client-address
+    /// headers in `server.trusted_headers` are passed on.
+    pub trusted_peer: bool,
+    /// The request arrived on an HTTP connection the gateway accepted itself (server mode),
+    /// so the client framed it and HTTP/1.1's rules apply (RFC 9112 §3.2: `Host` required).
+    pub direct_http: bool,
 }
 
 impl Default for ClientInfo {
     fn default() -> Self {
         Self {
             ip: None,
+            forwarded_for: None,
             append_to_forwarded_for: None,
-            trust_forwarded: false,
             proto: HeaderValue::from_static("http"),
+            port: None,
+            host: None,
+            trusted_peer: false,
+            direct_http: false,
         }
     }
 }
@@ -75,6 +93,7 @@ impl ClientInfo {
         Self {
             ip: Some(ip),
             append_to_forwarded_for: Some(ip),
+            direct_http: true,
             ..Self::default()
         }
     }

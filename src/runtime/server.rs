@@ -14,6 +14,7 @@ use std::{
     future::Future,
     io,
     net::SocketAddr,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -24,7 +25,7 @@ use axum::{
     response::Response,
     serve::{IncomingStream, Listener, ListenerExt},
 };
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{mpsc, oneshot, watch},
@@ -35,7 +36,11 @@ use super::ClientInfo;
 use crate::{
     App,
     observability::log_output,
-    upstream::{Upstream, headers::X_FORWARDED_FOR},
+    trust::TrustedProxies,
+    upstream::{
+        Upstream,
+        headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO},
+    },
 };
 
 /// Stops the background tasks when serving ends.
@@ -66,7 +71,7 @@ pub async fn serve(
         .buffer
         .as_ref()
         .map(log_output::Buffering::start);
-    let trusted_proxies = app.plan.server.trusted_proxies;
+    let trusted_proxies = Arc::new(app.plan.server.trusted_proxies.clone());
     let shutdown_timeout = app.plan.server.shutdown_timeout;
     let health_checks: Vec<_> = app
         .upstreams
@@ -74,11 +79,12 @@ pub async fn serve(
         .filter_map(Upstream::spawn_health_checks)
         .collect();
     let _stop_health_checks = AbortOnDrop(health_checks);
+    let local = listener.local_addr()?;
     let connections = Connections {
         router: app.router,
         trusted_proxies,
+        local_port: HeaderValue::from(local.port()),
     };
-    let local = listener.local_addr()?;
 
     // Dropping these (shutdown, or this future being dropped) stops the workers: first their
     // listeners, then, once every worker has drained, their event loops.
@@ -231,7 +237,9 @@ impl Worker {
 #[derive(Clone)]
 struct Connections {
     router: Router,
-    trusted_proxies: usize,
+    trusted_proxies: Arc<TrustedProxies>,
+    /// The listener's port, for `X-Forwarded-Port`.
+    local_port: HeaderValue,
 }
 
 impl<L: Listener<Addr = SocketAddr>> Service<IncomingStream<'_, L>> for Connections {
@@ -247,7 +255,8 @@ impl<L: Listener<Addr = SocketAddr>> Service<IncomingStream<'_, L>> for Connecti
         std::future::ready(Ok(FromPeer {
             router: self.router.clone(),
             peer: *connection.remote_addr(),
-            trusted_proxies: self.trusted_proxies,
+            trusted_proxies: self.trusted_proxies.clone(),
+            local_port: self.local_port.clone(),
         }))
     }
 }
@@ -257,7 +266,8 @@ impl<L: Listener<Addr = SocketAddr>> Service<IncomingStream<'_, L>> for Connecti
 struct FromPeer {
     router: Router,
     peer: SocketAddr,
-    trusted_proxies: usize,
+    trusted_proxies: Arc<TrustedProxies>,
+    local_port: HeaderValue,
 }
 
 impl Service<Request> for FromPeer {
@@ -270,7 +280,12 @@ impl Service<Request> for FromPeer {
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let info = client_info(self.peer, request.headers(), self.trusted_proxies);
+        let info = client_info(
+            self.peer,
+            request.headers(),
+            &self.trusted_proxies,
+            &self.local_port,
+        );
         request.extensions_mut().insert(info);
         self.router.call(request)
     }
@@ -326,79 +341,182 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The client of a connection from `peer`. With `trusted_proxies = n > 0` the peer is the
-/// nearest of n trusted proxies, and the client is the X-Forwarded-For entry n hops from the
-/// right: entries further left were written by the client and can be spoofed.
-pub fn client_info(peer: SocketAddr, headers: &HeaderMap, trusted_proxies: usize) -> ClientInfo {
+/// The client of a connection from `peer`, and what it asked for. The peer is the client
+/// unless it is a trusted proxy: then the client is the `X-Forwarded-For` entry the trusted
+/// hops vouch for (entries further left were written by the client and can be spoofed), and
+/// the proxy's `X-Forwarded-Proto`/`-Host`/`-Port` say what the client asked for.
+pub fn client_info(
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    trusted: &TrustedProxies,
+    local_port: &HeaderValue,
+) -> ClientInfo {
     let mut info = ClientInfo::direct(peer.ip());
-    if trusted_proxies == 0 {
+    info.port = Some(local_port.clone());
+    info.forwarded_for = received_chain(headers);
+    if !trusted.trusts_peer(peer.ip()) {
         return info;
     }
-    info.trust_forwarded = true;
-    let chain: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if let Some(entry) = chain
-        .len()
-        .checked_sub(trusted_proxies)
-        .map(|i| chain[i])
-        .or(chain.first().copied())
-        && let Ok(ip) = entry.parse()
+    info.trusted_peer = true;
+    if let Some(received) = info.forwarded_for.as_ref().and_then(|v| v.to_str().ok()) {
+        let chain: Vec<&str> = received
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        info.ip = Some(trusted.client_address(peer.ip(), &chain));
+    }
+    if let Some(proto) = first_entry(headers, &X_FORWARDED_PROTO)
+        .filter(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
     {
-        info.ip = Some(ip);
+        info.proto = HeaderValue::from_static(if proto.eq_ignore_ascii_case("https") {
+            "https"
+        } else {
+            "http"
+        });
+    }
+    if let Some(host) = first_entry(headers, &X_FORWARDED_HOST)
+        .filter(|h| crate::trust::is_valid_host(h.as_bytes()))
+        .and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        info.host = Some(host);
+    }
+    if let Some(port) = first_entry(headers, &X_FORWARDED_PORT)
+        .filter(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
+        info.port = Some(port);
     }
     info
+}
+
+/// Every `X-Forwarded-For` field received, as one comma-separated value.
+fn received_chain(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut fields = headers.get_all(&X_FORWARDED_FOR).iter();
+    let first = fields.next()?;
+    let Some(second) = fields.next() else {
+        return Some(first.clone());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for field in std::iter::once(second).chain(fields) {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(field.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
+}
+
+/// The first comma-separated entry of `name`: the value the outermost proxy wrote.
+fn first_entry<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+    headers
+        .get(name)?
+        .to_str()
+        .ok()?
+        .split(',')
+        .map(str::trim)
+        .find(|entry| !entry.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
-    fn headers(xff: &[&str]) -> HeaderMap {
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
-        for value in xff {
-            map.append(X_FORWARDED_FOR, HeaderValue::from_str(value).unwrap());
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
         }
         map
     }
 
     const PEER: &str = "10.0.0.1:5000";
 
-    #[test]
-    fn with_no_trusted_proxy_the_peer_is_the_client_whatever_the_header_says() {
-        let info = client_info(PEER.parse().unwrap(), &headers(&["6.6.6.6"]), 0);
-        assert_eq!(info.ip.unwrap().to_string(), "10.0.0.1");
-        assert!(!info.trust_forwarded);
+    fn info(pairs: &[(&'static str, &'static str)], trusted: TrustedProxies) -> ClientInfo {
+        client_info(
+            PEER.parse().unwrap(),
+            &headers(pairs),
+            &trusted,
+            &HeaderValue::from_static("8080"),
+        )
     }
 
     #[test]
-    fn trusted_hops_are_counted_from_the_right() {
-        let h = headers(&["6.6.6.6, 1.2.3.4", "172.16.0.9"]);
+    fn with_no_trusted_proxy_the_peer_is_the_client_whatever_the_headers_say() {
+        let info = info(
+            &[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil.example"),
+            ],
+            TrustedProxies::Count(0),
+        );
+        assert_eq!(info.ip.unwrap().to_string(), "10.0.0.1");
+        assert!(!info.trusted_peer);
+        assert_eq!(info.proto, "http");
+        assert!(info.host.is_none());
+        assert_eq!(info.port.unwrap(), "8080");
+        assert_eq!(info.forwarded_for.unwrap(), "6.6.6.6");
+    }
+
+    #[test]
+    fn trusted_hops_are_counted_from_the_right_across_fields() {
+        let pairs = [
+            ("x-forwarded-for", "6.6.6.6, 1.2.3.4"),
+            ("x-forwarded-for", "172.16.0.9"),
+        ];
         assert_eq!(
-            client_info(PEER.parse().unwrap(), &h, 1)
+            info(&pairs, TrustedProxies::Count(1))
                 .ip
                 .unwrap()
                 .to_string(),
             "172.16.0.9"
         );
         assert_eq!(
-            client_info(PEER.parse().unwrap(), &h, 2)
+            info(&pairs, TrustedProxies::Count(2))
                 .ip
                 .unwrap()
                 .to_string(),
             "1.2.3.4"
         );
+        assert_eq!(
+            info(&pairs, TrustedProxies::Count(2))
+                .forwarded_for
+                .unwrap(),
+            "6.6.6.6, 1.2.3.4, 172.16.0.9"
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_says_what_the_client_asked_for() {
+        let info = info(
+            &[
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "api.example.com"),
+                ("x-forwarded-port", "443"),
+            ],
+            TrustedProxies::Count(1),
+        );
+        assert_eq!(info.proto, "https");
+        assert_eq!(info.host.unwrap(), "api.example.com");
+        assert_eq!(info.port.unwrap(), "443");
+        let garbage = self::info(
+            &[
+                ("x-forwarded-proto", "gopher"),
+                ("x-forwarded-host", "evil/../x@y"),
+                ("x-forwarded-port", "99999"),
+            ],
+            TrustedProxies::Count(1),
+        );
+        assert_eq!(garbage.proto, "http");
+        assert!(garbage.host.is_none());
+        assert_eq!(garbage.port.unwrap(), "8080");
     }
 
     #[test]
     fn a_garbage_entry_falls_back_to_the_peer() {
-        let info = client_info(PEER.parse().unwrap(), &headers(&["not-an-ip"]), 1);
+        let info = info(
+            &[("x-forwarded-for", "not-an-ip")],
+            TrustedProxies::Count(1),
+        );
         assert_eq!(info.ip.unwrap().to_string(), "10.0.0.1");
     }
 }

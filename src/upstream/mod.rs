@@ -43,7 +43,6 @@ use crate::{
     error::{Error, caused_by},
     limits::{BodyLimit, Deadline, body_read_error, is_body_limit_error},
     observability::{Notes, metrics::UpstreamMetrics},
-    runtime::ClientInfo,
 };
 use breaker::CircuitBreaker;
 use retry::RetryPolicy;
@@ -179,18 +178,13 @@ impl Upstream {
         };
 
         let (parts, body) = request.into_parts();
-        let client = parts
-            .extensions
-            .get::<ClientInfo>()
-            .cloned()
-            .unwrap_or_default();
         let body_limit = parts
             .extensions
             .get::<BodyLimit>()
             .map_or(u64::MAX, |l| l.0);
         let deadline = parts.extensions.get::<Deadline>().map(|d| d.0);
         let notes = parts.extensions.get::<Arc<Notes>>().cloned();
-        let headers = headers::to_upstream(parts.headers, &client);
+        let headers = headers::to_upstream(parts.headers, &parts.extensions);
         let may_retry = inner.retry.as_ref().is_some_and(|r| {
             r.settings.attempts > 1 && retry::is_repeatable(&parts.method, &headers)
         });

@@ -15,20 +15,20 @@ use serde_json::{Value, json};
 use crate::{helpers::*, runtime_api::*};
 
 /// The release-shaped binary running as a Lambda function against a local Runtime API.
-struct Function {
-    api: RuntimeApi,
-    child: tokio::process::Child,
+pub(crate) struct Function {
+    pub(crate) api: RuntimeApi,
+    pub(crate) child: tokio::process::Child,
     /// What the function printed on stdout (its JSON log lines).
-    lines: Arc<Mutex<Vec<String>>>,
+    pub(crate) lines: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
 impl Function {
-    async fn start(config: &str) -> Self {
+    pub(crate) async fn start(config: &str) -> Self {
         Self::start_with_env(config, &[]).await
     }
 
-    async fn start_with_env(config: &str, envs: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start_with_env(config: &str, envs: &[(&str, &str)]) -> Self {
         let api = RuntimeApi::start().await;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxyfn.toml");
@@ -63,7 +63,7 @@ impl Function {
 // ---- events in the documented shapes ----
 
 /// `multiValueHeaders` as REST APIs and multi-value ALB target groups send them.
-fn multi_value_headers(headers: &[(&str, &[&str])]) -> serde_json::Map<String, Value> {
+pub(crate) fn multi_value_headers(headers: &[(&str, &[&str])]) -> serde_json::Map<String, Value> {
     headers
         .iter()
         .map(|(k, v)| ((*k).to_owned(), json!(v)))
@@ -71,7 +71,7 @@ fn multi_value_headers(headers: &[(&str, &[&str])]) -> serde_json::Map<String, V
 }
 
 /// API Gateway REST API, payload format 1.0 (`path` excludes the stage).
-fn rest_event(
+pub(crate) fn rest_event(
     method: &str,
     path: &str,
     stage: &str,
@@ -121,7 +121,7 @@ fn rest_event(
 }
 
 /// HTTP API payload format 2.0; also the Function URL shape when `stage` is `$default`.
-fn http_api_event(
+pub(crate) fn http_api_event(
     method: &str,
     raw_path: &str,
     raw_query: &str,
@@ -159,7 +159,7 @@ fn http_api_event(
     event
 }
 
-fn function_url_event(
+pub(crate) fn function_url_event(
     method: &str,
     raw_path: &str,
     raw_query: &str,
@@ -177,7 +177,7 @@ fn function_url_event(
 }
 
 /// ALB target group event with multi-value headers enabled.
-fn alb_event(
+pub(crate) fn alb_event(
     method: &str,
     path: &str,
     query: Value,
@@ -196,7 +196,7 @@ fn alb_event(
     })
 }
 
-fn proxy_config(upstream: &Upstream, extra: &str) -> String {
+pub(crate) fn proxy_config(upstream: &Upstream, extra: &str) -> String {
     config_with_upstream(
         &upstream.url(),
         &format!(
@@ -206,7 +206,7 @@ fn proxy_config(upstream: &Upstream, extra: &str) -> String {
 }
 
 /// Header lookup in a `headers` or `multiValueHeaders` object, case-insensitive.
-fn header_values(object: &Value, name: &str) -> Vec<String> {
+pub(crate) fn header_values(object: &Value, name: &str) -> Vec<String> {
     object
         .as_object()
         .into_iter()
@@ -222,7 +222,7 @@ fn header_values(object: &Value, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn decoded_body(response: &Value) -> Vec<u8> {
+pub(crate) fn decoded_body(response: &Value) -> Vec<u8> {
     let body = response["body"].as_str().unwrap_or_default();
     if response["isBase64Encoded"] == true {
         BASE64.decode(body).unwrap()

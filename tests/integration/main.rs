@@ -22,5 +22,6 @@ mod ratelimit;
 mod resilience;
 mod server;
 mod transform;
+mod trust;
 mod validation;
 mod versioning;
