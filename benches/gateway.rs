@@ -14,7 +14,8 @@ use axum::{Router, body::Body};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request};
 use http_body_util::BodyExt;
-use lambda_http::{LambdaEvent, lambda_runtime::Context, request::LambdaRequest};
+use lambda_http::{LambdaEvent, lambda_runtime::Context};
+use proxyfn::runtime::lambda::Event;
 use proxyfn::{
     App, Config,
     runtime::{ClientInfo, lambda::Handler},
@@ -180,20 +181,19 @@ fn lambda(c: &mut Criterion) {
     let context = context();
     let mut group = c.benchmark_group("lambda");
     let invoke = |event: &str| {
-        let payload: LambdaRequest = serde_json::from_str(event).unwrap();
+        let payload: Event = serde_json::from_str(event).unwrap();
         let invocation = handler
             .clone()
             .handle(LambdaEvent::new(payload, context.clone()));
-        serde_json::to_vec(&runtime.block_on(invocation)).unwrap()
+        serde_json::to_vec(&runtime.block_on(invocation).unwrap()).unwrap()
     };
     for (name, event) in [("http_api", HTTP_API_EVENT), ("rest", REST_EVENT)] {
         let answer: serde_json::Value = serde_json::from_slice(&invoke(event)).unwrap();
         assert_eq!(answer["statusCode"], 200, "{name}: {answer}");
         group.bench_function(format!("{name}_event_to_request"), |b| {
             b.iter(|| {
-                let payload: LambdaRequest = serde_json::from_str(black_box(event)).unwrap();
-                let request: lambda_http::Request = payload.into();
-                handler.to_router_request(request, context.clone())
+                let payload: Event = serde_json::from_str(black_box(event)).unwrap();
+                handler.to_router_request(payload, context.clone())
             })
         });
         group.bench_function(format!("{name}_invocation_mock_route"), |b| {

@@ -26,6 +26,8 @@ pub enum Error {
     InvalidHost(&'static str),
     #[error("ambiguous message framing: {0}")]
     AmbiguousFraming(&'static str),
+    #[error("malformed Lambda event: {0}")]
+    MalformedEvent(&'static str),
     #[error("a request header name contains '_'")]
     InvalidHeaderName,
     #[error("a transfer coding other than chunked")]
@@ -160,6 +162,7 @@ impl Error {
             Error::InvalidPath(_)
             | Error::InvalidHost(_)
             | Error::AmbiguousFraming(_)
+            | Error::MalformedEvent(_)
             | Error::InvalidHeaderName
             | Error::BadRequestBody(_)
             | Error::InvalidJson(_)
@@ -220,6 +223,11 @@ impl Error {
                 "ambiguous-framing",
                 "Bad Request",
                 format!("The request's length is ambiguous: {why}."),
+            ),
+            Error::MalformedEvent(why) => (
+                "malformed-event",
+                "Bad Request",
+                format!("The Lambda event does not describe a valid HTTP request: {why}."),
             ),
             Error::InvalidHeaderName => (
                 "invalid-header",
@@ -445,6 +453,7 @@ fn problem_type(slug: &'static str) -> &'static str {
         "invalid-path",
         "invalid-host",
         "ambiguous-framing",
+        "malformed-event",
         "invalid-header",
         "unsupported-transfer-coding",
         "payload-too-large",
@@ -575,6 +584,7 @@ mod tests {
             Error::InvalidPath("x"),
             Error::InvalidHost("x"),
             Error::AmbiguousFraming("x"),
+            Error::MalformedEvent("x"),
             Error::InvalidHeaderName,
             Error::UnsupportedTransferCoding,
             Error::PayloadTooLarge { limit: 1 },

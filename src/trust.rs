@@ -23,6 +23,9 @@
 //!   `X-Client-IP`, `CF-Connecting-IP`, ...) are removed, unless `server.trusted_headers`
 //!   names them and the request came through a trusted proxy (or an AWS front door).
 //!
+//! A request made from a malformed Lambda event ([`MalformedEvent`]) is refused here too, with
+//! 400 `malformed-event`, so it has a request id and an access-log line like any other.
+//!
 //! The gateway's own values are written when the request is sent upstream, after hop-by-hop
 //! removal, so a `Connection` header cannot strip them ([`crate::upstream::headers`]).
 
@@ -45,7 +48,10 @@ use http::{
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
-use crate::{error::Error, runtime::ClientInfo};
+use crate::{
+    error::Error,
+    runtime::{ClientInfo, MalformedEvent},
+};
 
 /// Headers that claim to say who or where the client is. Only the gateway's own forwarding
 /// headers describe the client to an upstream; these are removed unless configured as
@@ -303,6 +309,9 @@ where
 
 /// Host, Transfer-Encoding and Content-Length, as RFC 9112 requires of a server.
 fn check_framing(request: &mut Request, direct_http: bool) -> Result<(), Error> {
+    if let Some(MalformedEvent(why)) = request.extensions().get::<MalformedEvent>() {
+        return Err(Error::MalformedEvent(why));
+    }
     let headers = request.headers();
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {

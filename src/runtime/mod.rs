@@ -43,6 +43,11 @@ pub(crate) fn set_worker(index: usize) {
 #[derive(Clone, Debug)]
 pub struct StagePrefix(pub String);
 
+/// Marks a request built from a Lambda event that AWS would not send as it is (a body marked
+/// base64 that is not, an invalid method or header): the gateway answers it with 400.
+#[derive(Clone, Copy, Debug)]
+pub struct MalformedEvent(pub &'static str);
+
 /// Who sent the request and how it reached the gateway, as established by the runtime and
 /// never by a header the client controls. The forwarding headers sent upstream are written
 /// from it ([`crate::upstream::headers`]).

@@ -60,6 +60,25 @@ impl Function {
     }
 }
 
+impl Function {
+    /// How many lines the function printed that contain `needle`, once its stdout has caught
+    /// up with at least `expected` of them (lines arrive asynchronously).
+    pub(crate) async fn lines_containing(&self, needle: &str, expected: usize) -> usize {
+        let count = || {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .count()
+        };
+        eventually(|| (count() >= expected).then_some(())).await;
+        // Give a second, unexpected line the same chance to show.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        count()
+    }
+}
+
 // ---- events in the documented shapes ----
 
 /// `multiValueHeaders` as REST APIs and multi-value ALB target groups send them.
@@ -1310,14 +1329,7 @@ async fn in_lambda_an_aggregate_merges_its_backends_and_reports_the_missing_one(
     .await;
     let response = function
         .api
-        .respond(rest_event(
-            "GET",
-            "/prod/dash/9",
-            "prod",
-            json!({}),
-            &[],
-            None,
-        ))
+        .respond(rest_event("GET", "/dash/9", "prod", json!({}), &[], None))
         .await;
     assert_eq!(response["statusCode"], 200, "{response}");
     assert_eq!(
@@ -1377,7 +1389,7 @@ async fn in_lambda_versions_are_chosen_by_prefix_under_a_stage_and_by_header() {
         .api
         .respond(rest_event(
             "GET",
-            "/prod/v2/things/a",
+            "/v2/things/a",
             "prod",
             json!({}),
             &[],
@@ -1473,4 +1485,374 @@ async fn in_lambda_a_cors_preflight_is_answered_by_the_gateway() {
         ["https://app.example.com"]
     );
     assert!(header_values(&response["headers"], "access-control-allow-methods")[0].contains("PUT"));
+}
+
+// ---- events and answers exactly as AWS sends and takes them ----
+
+/// A problem body from an invocation response.
+fn problem_of(response: &Value) -> Value {
+    serde_json::from_slice(&decoded_body(response)).expect("a problem body")
+}
+
+#[tokio::test]
+async fn an_obs_text_byte_in_an_upstream_header_is_latin_1_and_the_function_lives_on() {
+    let upstream = Upstream::recording(|_| {
+        Response::builder()
+            .header(
+                "content-disposition",
+                http::HeaderValue::from_bytes(b"attachment; filename=\"caf\xe9.txt\"").unwrap(),
+            )
+            .body(Body::from("file"))
+            .unwrap()
+    })
+    .await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+
+    let event = http_api_event("GET", "/users/f", "", "$default", json!({}), &[], None);
+    let response = function.api.respond(event).await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(
+        response["headers"]["content-disposition"],
+        "attachment; filename=\"café.txt\""
+    );
+    let response = function
+        .api
+        .respond(rest_event("GET", "/users/f", "prod", json!({}), &[], None))
+        .await;
+    assert_eq!(
+        header_values(&response["multiValueHeaders"], "content-disposition"),
+        ["attachment; filename=\"café.txt\""]
+    );
+    assert_eq!(upstream.requests().len(), 2, "the process served both");
+}
+
+#[tokio::test]
+async fn repeated_response_headers_are_joined_where_one_value_per_name_is_allowed() {
+    let upstream = Upstream::recording(|_| {
+        Response::builder()
+            .header("x-multi", "one")
+            .header("x-multi", "two")
+            .header("link", "</a>; rel=\"next\"")
+            .header("link", "</b>; rel=\"prev\"")
+            .header("vary", "accept-language")
+            .header("set-cookie", "a=1")
+            .header("set-cookie", "b=2")
+            .body(Body::from("ok"))
+            .unwrap()
+    })
+    .await;
+    // CORS adds the gateway's own Vary to the upstream's.
+    let function = Function::start(&proxy_config(
+        &upstream,
+        "[cors]\nallow_origins = [\"https://app.example.com\"]\n",
+    ))
+    .await;
+    let origin = json!({"origin": "https://app.example.com"});
+
+    for event in [
+        http_api_event("GET", "/users/x", "", "$default", origin.clone(), &[], None),
+        function_url_event("GET", "/users/x", "", origin.clone(), &[], None),
+    ] {
+        let response = function.api.respond(event).await;
+        let headers = &response["headers"];
+        assert_eq!(headers["x-multi"], "one, two", "{response}");
+        assert_eq!(headers["link"], "</a>; rel=\"next\", </b>; rel=\"prev\"");
+        let vary = headers["vary"].as_str().unwrap();
+        assert!(
+            vary.contains("accept-language") && vary.contains("origin"),
+            "{vary}"
+        );
+        assert_eq!(response["cookies"], json!(["a=1", "b=2"]));
+    }
+
+    let mut alb = alb_event(
+        "GET",
+        "/users/x",
+        json!({}),
+        &[("x-forwarded-for", &["192.0.2.10"])],
+        None,
+    );
+    // Without multi-value headers on, ALB sends and takes `headers`.
+    alb["headers"] = json!({"origin": "https://app.example.com", "x-forwarded-for": "192.0.2.10"});
+    alb.as_object_mut().unwrap().remove("multiValueHeaders");
+    alb.as_object_mut()
+        .unwrap()
+        .remove("multiValueQueryStringParameters");
+    let response = function.api.respond(alb.clone()).await;
+    assert_eq!(response["headers"]["x-multi"], "one, two", "{response}");
+    assert_eq!(
+        response["headers"]["set-cookie"], "a=1",
+        "one cookie is all ALB carries"
+    );
+    assert!(response.get("multiValueHeaders").is_none());
+    function.api.respond(alb).await;
+    let warnings = function
+        .lines_containing("multi-value headers on the target group", 1)
+        .await;
+    assert_eq!(warnings, 1, "warned once per process");
+}
+
+#[tokio::test]
+async fn rest_multi_value_request_headers_all_reach_the_upstream() {
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+    let mut event = rest_event(
+        "GET",
+        "/users/1",
+        "prod",
+        json!({}),
+        &[
+            ("Header2", &["value1", "value2"]),
+            ("Accept", &["a/b", "c/d"]),
+        ],
+        None,
+    );
+    // `headers` holds the last value of each, as API Gateway sends it.
+    assert_eq!(event["headers"]["Header2"], "value2");
+    event["headers"]["Accept"] = json!("c/d");
+
+    assert_eq!(function.api.respond(event).await["statusCode"], 200);
+    let seen = upstream.last();
+    let values: Vec<_> = seen.headers.get_all("header2").iter().collect();
+    assert_eq!(values, ["value1", "value2"]);
+    let values: Vec<_> = seen.headers.get_all("accept").iter().collect();
+    assert_eq!(values, ["a/b", "c/d"]);
+}
+
+#[tokio::test]
+async fn only_a_stage_that_aws_put_in_the_path_is_stripped() {
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&config_with_upstream(
+        &upstream.url(),
+        "[[routes]]\npath = \"/{*rest}\"\nupstream = \"backend\"\n\
+         [[routes]]\npath = \"/\"\nupstream = \"backend\"\n",
+    ))
+    .await;
+
+    // REST: `path` never carries the stage, so a first segment equal to it is the client's.
+    let response = function
+        .api
+        .respond(rest_event(
+            "GET",
+            "/testStage/x",
+            "testStage",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(upstream.last().target, "/testStage/x");
+
+    // HTTP API on its execute-api domain: the named stage leads rawPath; `/Prod` alone is `/`.
+    let on_api = |path: &str| http_api_event("GET", path, "", "Prod", json!({}), &[], None);
+    function.api.respond(on_api("/Prod/x")).await;
+    assert_eq!(upstream.last().target, "/x");
+    function.api.respond(on_api("/Prod")).await;
+    assert_eq!(upstream.last().target, "/");
+
+    // On a custom domain rawPath has neither the stage nor the mapping key.
+    let mut custom = on_api("/Prod/x");
+    custom["requestContext"]["domainName"] = json!("api.example.com");
+    function.api.respond(custom).await;
+    assert_eq!(upstream.last().target, "/Prod/x");
+}
+
+#[tokio::test]
+async fn a_host_that_is_not_an_authority_is_a_400_problem_and_the_next_event_is_served() {
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+
+    for host in [
+        "<url-id>.lambda-url.us-east-1.on.aws",
+        "example.com:99999",
+        "evil/../admin@x",
+    ] {
+        let event = function_url_event("GET", "/users/1", "", json!({ "host": host }), &[], None);
+        let response = function.api.respond(event).await;
+        assert_eq!(response["statusCode"], 400, "{host}: {response}");
+        assert_eq!(
+            problem_of(&response)["type"],
+            "urn:proxyfn:problem:invalid-host",
+            "{host}"
+        );
+    }
+    // Two Host fields through a REST API's multiValueHeaders.
+    let response = function
+        .api
+        .respond(rest_event(
+            "GET",
+            "/users/1",
+            "prod",
+            json!({}),
+            &[("Host", &["api.example.com", "evil.example"])],
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 400, "{response}");
+    assert!(upstream.requests().is_empty());
+
+    // A client-chosen but valid Host through ALB routes on the path.
+    let response = function
+        .api
+        .respond(alb_event(
+            "GET",
+            "/users/2",
+            json!({}),
+            &[
+                ("host", &["xn--a.example.com"]),
+                ("x-forwarded-for", &["192.0.2.1"]),
+            ],
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(
+        upstream.last().headers["x-forwarded-host"],
+        "xn--a.example.com"
+    );
+}
+
+#[tokio::test]
+async fn a_non_ascii_set_cookie_is_kept_in_payload_2_cookies() {
+    let upstream = Upstream::recording(|_| {
+        Response::builder()
+            .header(
+                "set-cookie",
+                http::HeaderValue::from_bytes("city=Zürich; Path=/".as_bytes()).unwrap(),
+            )
+            .body(Body::empty())
+            .unwrap()
+    })
+    .await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+    let response = function
+        .api
+        .respond(function_url_event(
+            "GET",
+            "/users/c",
+            "",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(
+        response["cookies"],
+        json!(["city=Zürich; Path=/"]),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_events_are_400_problems_and_odd_queries_are_encoded() {
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+
+    let response = function
+        .api
+        .respond(http_api_event(
+            "POST",
+            "/users/1",
+            "",
+            "$default",
+            json!({}),
+            &[],
+            Some(("this is not base64!", true)),
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 400, "{response}");
+    let problem = problem_of(&response);
+    assert_eq!(problem["type"], "urn:proxyfn:problem:malformed-event");
+    assert!(
+        problem["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    assert!(upstream.requests().is_empty());
+
+    // Bytes a URI cannot hold, as a client may send them raw: encoded, never a panic.
+    let response = function
+        .api
+        .respond(http_api_event(
+            "GET",
+            "/users/q",
+            "q=\"a b\"&r=<x>",
+            "$default",
+            json!({}),
+            &[],
+            None,
+        ))
+        .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(upstream.last().target, "/q?q=%22a%20b%22&r=%3Cx%3E");
+}
+
+#[tokio::test]
+async fn websocket_events_are_refused_with_an_invocation_error_that_names_them() {
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+    let event = json!({
+        "requestContext": {
+            "routeKey": "$connect", "eventType": "CONNECT", "connectionId": "abc=",
+            "stage": "prod", "requestId": "x", "domainName": "ws.execute-api.us-east-1.amazonaws.com"
+        },
+        "headers": { "Host": "ws.execute-api.us-east-1.amazonaws.com" },
+        "isBase64Encoded": false
+    });
+    let Outcome::Error(error) = function.api.invoke(event).await else {
+        panic!("a WebSocket event was answered as HTTP");
+    };
+    assert_eq!(error["errorType"], "UnsupportedEvent");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("an API Gateway WebSocket CONNECT event"),
+        "{error}"
+    );
+    assert!(upstream.requests().is_empty());
+    // The next invocation is served.
+    let response = function
+        .api
+        .respond(rest_event("GET", "/users/1", "prod", json!({}), &[], None))
+        .await;
+    assert_eq!(response["statusCode"], 200);
+}
+
+#[tokio::test]
+async fn alb_status_descriptions_name_unknown_codes_too() {
+    let function = Function::start(
+        "[[routes]]\npath = \"/odd\"\nresponse = { status = 599, body = \"odd\" }\n",
+    )
+    .await;
+    let response = function
+        .api
+        .respond(alb_event("GET", "/odd", json!({}), &[], None))
+        .await;
+    assert_eq!(response["statusCode"], 599);
+    assert_eq!(response["statusDescription"], "599 Unknown");
+}
+
+#[tokio::test]
+async fn a_deadline_already_past_on_arrival_falls_back_to_the_server_timeout() {
+    // cargo-lambda 1.9 sends Lambda-Runtime-Deadline-Ms as a relative 600000: 1970.
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+    let event = || rest_event("GET", "/users/1", "prod", json!({}), &[], None);
+    for _ in 0..2 {
+        let Outcome::Response(response) = function
+            .api
+            .invoke_with(event(), crate::runtime_api::Deadline::Raw(600_000))
+            .await
+        else {
+            panic!("the invocation failed");
+        };
+        assert_eq!(response["statusCode"], 200, "{response}");
+    }
+    assert_eq!(upstream.requests().len(), 2);
+    let warnings = function
+        .lines_containing("Lambda-Runtime-Deadline-Ms", 1)
+        .await;
+    assert_eq!(warnings, 1, "warned once");
 }

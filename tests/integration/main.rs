@@ -15,6 +15,7 @@ mod compression;
 mod cors;
 mod docs;
 mod lambda;
+mod lambda_events;
 mod limits;
 mod observability;
 mod proxy;

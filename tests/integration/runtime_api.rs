@@ -42,8 +42,17 @@ struct ApiState {
     first_poll: Arc<OnceLock<Instant>>,
 }
 
-/// An event waiting for the function: its id, payload and time allowed.
-type Invocation = (String, Value, Duration);
+/// An event waiting for the function: its id, payload and deadline.
+type Invocation = (String, Value, Deadline);
+
+/// What `Lambda-Runtime-Deadline-Ms` says.
+#[derive(Clone, Copy, Debug)]
+pub enum Deadline {
+    /// This long from when the function picks the event up, as Lambda sends it.
+    In(Duration),
+    /// This exact header value (cargo-lambda 1.9 sends a relative `600000`).
+    Raw(u64),
+}
 
 /// A local implementation of the Lambda Runtime API.
 pub struct RuntimeApi {
@@ -61,13 +70,16 @@ impl Drop for RuntimeApi {
 
 async fn next_invocation(State(state): State<ApiState>) -> Response {
     let _ = state.first_poll.set(Instant::now());
-    let Some((id, event, allowed)) = state.next.lock().await.recv().await else {
+    let Some((id, event, deadline)) = state.next.lock().await.recv().await else {
         return (axum::http::StatusCode::GONE, "no more events").into_response();
     };
-    let deadline = (SystemTime::now() + allowed)
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
+    let deadline = match deadline {
+        Deadline::In(allowed) => (SystemTime::now() + allowed)
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+        Deadline::Raw(value) => u128::from(value),
+    };
     Response::builder()
         .header("lambda-runtime-aws-request-id", &id)
         .header("lambda-runtime-deadline-ms", deadline.to_string())
@@ -174,10 +186,15 @@ impl RuntimeApi {
 
     /// Invokes with `allowed` until the invocation's deadline (Lambda-Runtime-Deadline-Ms).
     pub async fn invoke_with_deadline(&self, event: Value, allowed: Duration) -> Outcome {
+        self.invoke_with(event, Deadline::In(allowed)).await
+    }
+
+    /// Invokes with `deadline` as the Lambda-Runtime-Deadline-Ms header.
+    pub async fn invoke_with(&self, event: Value, deadline: Deadline) -> Outcome {
         let id = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
         self.state.waiting.lock().unwrap().insert(id.clone(), tx);
-        self.events.send((id, event, allowed)).await.unwrap();
+        self.events.send((id, event, deadline)).await.unwrap();
         tokio::time::timeout(Duration::from_secs(30), rx)
             .await
             .expect("the function answered within 30s")

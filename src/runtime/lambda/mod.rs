@@ -1,0 +1,218 @@
+//! Lambda mode: the router behind API Gateway (REST payload 1.0, HTTP API payload 2.0), a
+//! Function URL or an ALB, through the Lambda Runtime API.
+//!
+//! lambda_runtime runs the Runtime API loop; the events are decoded and the responses built by
+//! proxyfn itself ([`event`], [`response`]): lambda_http's conversions lose repeated headers,
+//! strip path segments that are not the stage and panic on values a URI cannot hold, and a
+//! response it cannot serialize ends the process. Events that are not HTTP requests
+//! (WebSocket, VPC Lattice, batches) are answered with an invocation error that names them;
+//! the next invocation is served as usual.
+
+pub mod event;
+pub mod response;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{Router, body::Body, extract::Request, response::Response};
+use bytes::Bytes;
+use http::{HeaderValue, header};
+use http_body_util::BodyExt;
+use lambda_http::{
+    LambdaEvent,
+    lambda_runtime::{self, Diagnostic},
+};
+use tower::ServiceExt;
+
+use super::{LAMBDA_RUNTIME_API, StagePrefix};
+use crate::{
+    config::ServerSettings,
+    error::{Error, PROBLEM_JSON},
+    limits::Deadline,
+    observability::{ColdStart, X_REQUEST_ID},
+};
+pub use event::{Event, FrontDoor};
+pub use response::LambdaResponse;
+
+/// The error type of an invocation proxyfn cannot serve (`/invocation/{id}/error`).
+pub const UNSUPPORTED_EVENT: &str = "UnsupportedEvent";
+
+/// Runs `router` as the Lambda function handler until the runtime stops.
+///
+/// `started` is when the process started, for the cold start's init time in the access log.
+pub async fn run(
+    router: Router,
+    settings: &ServerSettings,
+    started: Instant,
+) -> Result<(), lambda_runtime::Error> {
+    let handler = Handler::new(router, settings, started);
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        let handler = handler.clone();
+        async move { handler.handle(event).await }
+    }))
+    .await
+}
+
+/// One invocation's work: the event in, the router's answer out in the shape the event's
+/// front door expects. Public for the benchmarks (`benches/gateway.rs`).
+#[derive(Clone)]
+pub struct Handler {
+    router: Router,
+    strip_stage: bool,
+    deadline_margin: Duration,
+    /// `server.timeout`: the deadline when the invocation's cannot be real.
+    timeout: Duration,
+    /// Taken by the first invocation.
+    cold_start: Arc<Mutex<Option<ColdStart>>>,
+}
+
+impl Handler {
+    /// `started` is when the process started: the first invocation reports the init time.
+    pub fn new(router: Router, settings: &ServerSettings, started: Instant) -> Self {
+        Self {
+            router,
+            strip_stage: settings.strip_stage,
+            deadline_margin: settings.deadline_margin,
+            timeout: settings.timeout,
+            cold_start: Arc::new(Mutex::new(Some(ColdStart {
+                init: started.elapsed(),
+            }))),
+        }
+    }
+
+    pub async fn handle(self, event: LambdaEvent<Event>) -> Result<LambdaResponse, Diagnostic> {
+        let LambdaEvent { payload, context } = event;
+        let aws_request_id = context.request_id.clone();
+        let (front_door, request) = match self.to_router_request(payload, context) {
+            Ok(converted) => converted,
+            Err(event::Unsupported(what)) => {
+                tracing::warn!(aws_request_id, event = %what, "unsupported event");
+                return Err(Diagnostic {
+                    error_type: UNSUPPORTED_EVENT.into(),
+                    error_message: format!(
+                        "proxyfn serves HTTP requests from API Gateway (REST and HTTP APIs), Function URLs and ALB; this is {what}"
+                    ),
+                });
+            }
+        };
+
+        let response = match self.router.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let (parts, body) = response.into_parts();
+        // The access log and the request's metrics are written when the body ends.
+        let collected = body.collect().await;
+        crate::observability::metrics::flush_emf(&aws_request_id);
+        #[cfg(feature = "otlp")]
+        crate::observability::otel::flush();
+        let body = match collected {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                tracing::warn!(%error, "response body failed while buffering for Lambda");
+                let request_id = parts.headers.get(X_REQUEST_ID).cloned();
+                return Ok(response::to_lambda(
+                    front_door,
+                    body_error_response(request_id),
+                ));
+            }
+        };
+        Ok(response::to_lambda(
+            front_door,
+            Response::from_parts(parts, body),
+        ))
+    }
+
+    /// The event's request as the router serves it, with the client, deadline and Lambda
+    /// context attached, and the front door whose shape the answer takes.
+    pub fn to_router_request(
+        &self,
+        event: Event,
+        context: lambda_runtime::Context,
+    ) -> Result<(FrontDoor, Request), event::Unsupported> {
+        let converted = event.into_request(self.strip_stage)?;
+        let (mut parts, body) = converted.request.into_parts();
+        if let Some(prefix) = converted.stage_prefix {
+            parts.extensions.insert(StagePrefix(prefix));
+        }
+        parts
+            .extensions
+            .insert(Deadline(self.deadline(context.deadline)));
+        parts.extensions.insert(context);
+        let cold_start = self
+            .cold_start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(cold_start) = cold_start {
+            parts.extensions.insert(cold_start);
+        }
+        Ok((
+            converted.front_door,
+            Request::from_parts(parts, Body::from(body)),
+        ))
+    }
+
+    /// The invocation deadline (milliseconds since the epoch, from the Runtime API) less the
+    /// margin needed to send the response, and never later than `server.timeout`. A deadline
+    /// already past when the invocation arrives cannot be real (cargo-lambda 1.9 sends a
+    /// relative 600000): the gateway warns once and uses `server.timeout`.
+    fn deadline(&self, deadline_ms: u64) -> Instant {
+        let now = Instant::now();
+        let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
+        let Ok(remaining) = deadline.duration_since(SystemTime::now()) else {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    deadline_ms,
+                    "the invocation's deadline (Lambda-Runtime-Deadline-Ms) had passed when it arrived; using server.timeout instead (warned once)"
+                );
+            }
+            return now + self.timeout;
+        };
+        now + remaining
+            .saturating_sub(self.deadline_margin)
+            .min(self.timeout)
+    }
+}
+
+/// A 502 problem for an upstream body that broke while it was being buffered (this happens
+/// after the router returned, so the request-id layer cannot render it).
+fn body_error_response(request_id: Option<HeaderValue>) -> Response<Bytes> {
+    let error = Error::IncompleteResponse;
+    let id = request_id.unwrap_or(HeaderValue::from_static(""));
+    let body = error.problem().to_json(id.to_str().unwrap_or_default());
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = error.status();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, PROBLEM_JSON);
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    response
+}
+
+/// Tells the Lambda service why initialization failed (`/runtime/init/error`), so the failure
+/// shows in the invocation result rather than only as an exit code.
+pub async fn report_init_error(error_type: &str, message: &str) {
+    let Ok(api) = std::env::var(LAMBDA_RUNTIME_API) else {
+        return;
+    };
+    let url = format!("http://{api}/2018-06-01/runtime/init/error");
+    let body =
+        serde_json::json!({ "errorMessage": message, "errorType": error_type, "stackTrace": [] });
+    let result = reqwest::Client::new()
+        .post(url)
+        .header("Lambda-Runtime-Function-Error-Type", error_type)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .send()
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "could not report the init error to the Lambda Runtime API");
+    }
+}
