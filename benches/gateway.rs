@@ -177,7 +177,7 @@ fn lambda(c: &mut Criterion) {
     let runtime = runtime();
     let config = Config::from_toml(MOCK).unwrap();
     let app = runtime.block_on(App::new(&config)).unwrap();
-    let handler = Handler::new(app.router, &app.plan.server, Instant::now());
+    let handler = Handler::new(app.router, &app.plan, Instant::now());
     let context = context();
     let mut group = c.benchmark_group("lambda");
     let invoke = |event: &str| {

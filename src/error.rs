@@ -38,6 +38,10 @@ pub enum Error {
     HeadersTooLarge { limit: usize },
     #[error("could not read the request body")]
     BadRequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the client sent no more of its request body for {timeout:?}")]
+    ClientBodyTimeout { timeout: Duration },
+    #[error("the response is larger than the {limit} bytes an invocation may answer")]
+    ResponseTooLarge { limit: usize },
     #[error("the request took longer than the gateway's deadline")]
     DeadlineExceeded,
     #[error("upstream {upstream} did not answer in time")]
@@ -172,7 +176,8 @@ impl Error {
             }
             Error::UnknownVersion { .. } => StatusCode::NOT_FOUND,
             Error::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
-            Error::AggregationFailed(_) => StatusCode::BAD_GATEWAY,
+            Error::AggregationFailed(_) | Error::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
+            Error::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::DeadlineExceeded | Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -254,6 +259,21 @@ impl Error {
                 "bad-request-body",
                 "Bad Request",
                 "The request body could not be read.".to_owned(),
+            ),
+            Error::ClientBodyTimeout { timeout } => (
+                "client-body-timeout",
+                "Request Timeout",
+                format!(
+                    "The request body stopped arriving: nothing came for {}.",
+                    humantime::format_duration(*timeout)
+                ),
+            ),
+            Error::ResponseTooLarge { limit } => (
+                "response-too-large",
+                "Bad Gateway",
+                format!(
+                    "The response is larger than the {limit} bytes a Lambda invocation may answer."
+                ),
             ),
             Error::DeadlineExceeded => (
                 "gateway-timeout",
@@ -381,30 +401,58 @@ impl Error {
     }
 
     /// Logs the internal cause at a level that fits it (client-side errors are not logged).
+    /// Failures of the gateway's dependencies repeat with every request while they last, so
+    /// each kind is logged at most once a second, with the number held back.
     pub(crate) fn log(&self) {
+        use crate::observability::throttle::Throttle;
+        static UNREACHABLE: Throttle = Throttle::new();
+        static TIMED_OUT: Throttle = Throttle::new();
+        static DEADLINE: Throttle = Throttle::new();
+        static SHED: Throttle = Throttle::new();
+        static OPEN: Throttle = Throttle::new();
+        static NO_TARGET: Throttle = Throttle::new();
         match self {
             Error::Internal(cause) => tracing::error!(error = %cause, "internal error"),
             Error::UpstreamUnavailable { upstream, source } => {
-                let cause = causes(source)
-                    .skip(1)
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(": ");
-                tracing::warn!(%upstream, error = %source, %cause, "upstream unreachable");
+                if let Some(held_back) = UNREACHABLE.admit() {
+                    let cause = causes(source)
+                        .skip(1)
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(": ");
+                    tracing::warn!(%upstream, error = %source, %cause, held_back, "upstream unreachable");
+                }
             }
-            Error::UpstreamTimeout { upstream } => tracing::warn!(%upstream, "upstream timed out"),
+            Error::UpstreamTimeout { upstream } => {
+                if let Some(held_back) = TIMED_OUT.admit() {
+                    tracing::warn!(%upstream, held_back, "upstream timed out");
+                }
+            }
             Error::BadRequestBody(cause) => {
                 tracing::info!(error = %cause, "request body read failed")
             }
-            Error::DeadlineExceeded => tracing::warn!("request deadline exceeded"),
+            Error::ClientBodyTimeout { .. } => {
+                tracing::info!("the client stopped sending its request body: the client's fault")
+            }
+            Error::DeadlineExceeded => {
+                if let Some(held_back) = DEADLINE.admit() {
+                    tracing::warn!(held_back, "request deadline exceeded");
+                }
+            }
             Error::Overloaded { upstream } => {
-                tracing::warn!(%upstream, "request shed: upstream at max_concurrency")
+                if let Some(held_back) = SHED.admit() {
+                    tracing::warn!(%upstream, held_back, "request shed: upstream at max_concurrency");
+                }
             }
             Error::CircuitOpen { upstream, .. } => {
-                tracing::info!(%upstream, "rejected: circuit breaker open")
+                if let Some(held_back) = OPEN.admit() {
+                    tracing::info!(%upstream, held_back, "rejected: circuit breaker open");
+                }
             }
             Error::NoHealthyTarget { upstream } => {
-                tracing::warn!(%upstream, "no healthy upstream target")
+                if let Some(held_back) = NO_TARGET.admit() {
+                    tracing::warn!(%upstream, held_back, "no healthy upstream target");
+                }
             }
             _ => {}
         }
@@ -459,6 +507,8 @@ fn problem_type(slug: &'static str) -> &'static str {
         "payload-too-large",
         "headers-too-large",
         "bad-request-body",
+        "client-body-timeout",
+        "response-too-large",
         "gateway-timeout",
         "upstream-timeout",
         "upstream-unavailable",
@@ -534,6 +584,12 @@ impl IntoResponse for Error {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            // RFC 9110 §15.5.9: the connection is closed; the rest of the body never comes.
+            Error::ClientBodyTimeout { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Error::Unauthorized { challenge, .. } | Error::Forbidden { challenge, .. } => {
                 response
                     .headers_mut()
@@ -590,6 +646,10 @@ mod tests {
             Error::PayloadTooLarge { limit: 1 },
             Error::HeadersTooLarge { limit: 1 },
             Error::BadRequestBody("x".into()),
+            Error::ClientBodyTimeout {
+                timeout: Duration::from_secs(30),
+            },
+            Error::ResponseTooLarge { limit: 1 },
             Error::DeadlineExceeded,
             Error::UpstreamTimeout {
                 upstream: "u".into(),

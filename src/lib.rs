@@ -43,6 +43,7 @@ pub mod ratelimit;
 mod redis_conn;
 pub mod routes;
 pub mod runtime;
+pub mod stall;
 pub mod transform;
 pub mod trust;
 pub mod upstream;
@@ -199,6 +200,7 @@ fn wrap(routes: Router, plan: &Plan, trust: TrustBoundaryLayer) -> Router {
             server.body_limit,
             server.header_limit,
             server.timeout,
+            server.body_timeout,
         ))
         .layer(NormalizePathLayer)
         .service(routes);

@@ -2,9 +2,10 @@
 //! RFC 6585 §5), the body size (413, RFC 9110 §15.5.14) and the whole-request deadline (504).
 //!
 //! The body limit is checked up front against `Content-Length`, and enforced while streaming
-//! for chunked bodies (the proxy answers 413 when the stream crosses the limit). The deadline
-//! covers the time until the response head is ready; a long download that has started is not
-//! cut off by it.
+//! for chunked bodies (the proxy answers 413 when the stream crosses the limit). A body that
+//! stops arriving for `server.body_timeout` ends the request with 408 (the client's fault,
+//! never counted against an upstream). The deadline covers the time until the response head
+//! is ready; a long download that has started is not cut off by it.
 
 use std::{
     future::Future,
@@ -21,7 +22,10 @@ use axum::{
 use http::header::CONTENT_LENGTH;
 use tower::{Layer, Service};
 
-use crate::error::Error;
+use crate::{
+    error::Error,
+    stall::{Side, StallTimeout},
+};
 
 /// The body limit in force, left on the request for whoever reads the body (the proxy turns
 /// a limit crossed mid-stream into 413).
@@ -39,14 +43,21 @@ pub struct LimitsLayer {
     body_limit: u64,
     header_limit: usize,
     timeout: Duration,
+    body_timeout: Duration,
 }
 
 impl LimitsLayer {
-    pub fn new(body_limit: u64, header_limit: usize, timeout: Duration) -> Self {
+    pub fn new(
+        body_limit: u64,
+        header_limit: usize,
+        timeout: Duration,
+        body_timeout: Duration,
+    ) -> Self {
         Self {
             body_limit,
             header_limit,
             timeout,
+            body_timeout,
         }
     }
 }
@@ -109,7 +120,11 @@ where
         }
         let mut request = request.map(|body| {
             let limit = usize::try_from(limits.body_limit).unwrap_or(usize::MAX);
-            Body::new(http_body_util::Limited::new(body, limit))
+            Body::new(StallTimeout::new(
+                http_body_util::Limited::new(body, limit),
+                Side::Client,
+                limits.body_timeout,
+            ))
         });
         request
             .extensions_mut()
@@ -176,11 +191,15 @@ pub async fn read_whole_body(
 }
 
 /// What a request body that failed while being read comes to: 413 when it crossed the limit,
-/// else 400.
+/// 408 when the client stopped sending it, else 400.
 pub fn body_read_error(error: axum::Error, body_limit: u64) -> Error {
     let cause = error.into_inner();
     if is_body_limit_error(&*cause) {
         Error::PayloadTooLarge { limit: body_limit }
+    } else if let Some(stalled) = crate::stall::stalled(&*cause) {
+        Error::ClientBodyTimeout {
+            timeout: stalled.timeout,
+        }
     } else {
         Error::BadRequestBody(cause)
     }

@@ -355,7 +355,7 @@ fn serve(
         tracing::info!(config = %source, routes = app.plan.routes.len(), lambda = in_lambda, "proxyfn starting");
         let settings = app.plan.server.clone();
         let result = if in_lambda {
-            lambda::run(app.router, &settings, started)
+            lambda::run(app, started)
                 .await
                 .map_err(|e| e.to_string())
         } else {

@@ -110,7 +110,11 @@ impl ApiKeyProvider {
             Ok(Some(stored)) => Ok(self.authenticated(stored.id, stored.scopes)),
             Ok(None) => Err(Failure::Rejected(Reason::UnknownApiKey)),
             Err(error) => {
-                tracing::warn!(provider = %self.name, %error, "API key store unavailable");
+                static UNAVAILABLE: crate::observability::throttle::Throttle =
+                    crate::observability::throttle::Throttle::new();
+                if let Some(held_back) = UNAVAILABLE.admit() {
+                    tracing::warn!(provider = %self.name, %error, held_back, "API key store unavailable");
+                }
                 Err(Failure::Unavailable {
                     retry_after: Duration::from_secs(1),
                 })
@@ -155,7 +159,7 @@ fn percent_decode(text: &str) -> Option<String> {
 
 /// Keys in Redis: hash `proxyfn:api_keys:{NAME}`, field = hex SHA-256 of the key.
 pub struct RedisKeys {
-    connection: Result<redis::aio::ConnectionManager, String>,
+    redis: Result<crate::redis_conn::Redis, String>,
     hash: String,
 }
 
@@ -163,29 +167,38 @@ impl RedisKeys {
     /// Must be called inside the Tokio runtime; connects on first use.
     pub fn new(url: &str, provider: &str) -> Self {
         Self {
-            connection: crate::redis_conn::connect_lazily(url),
+            redis: crate::redis_conn::Redis::new(url, false, 1),
             hash: format!("proxyfn:api_keys:{{{provider}}}"),
         }
     }
 
-    fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
-        self.connection.clone()
+    async fn connection(&self) -> Result<crate::redis_conn::Connection, String> {
+        let redis = self.redis.as_ref().map_err(Clone::clone)?;
+        redis.connection().await.map_err(|e| e.to_string())
     }
 
+    /// A key's record; `Err` at once while the store is known to be down.
     async fn lookup(&self, digest: &[u8; 32]) -> Result<Option<StoredKey>, String> {
-        let mut connection = self.connection()?;
-        let raw: Option<String> =
-            tokio::time::timeout(REDIS_TIMEOUT, connection.hget(&self.hash, hex(digest)))
+        let redis = self.redis.as_ref().map_err(Clone::clone)?;
+        redis.available().map_err(|down| down.to_string())?;
+        let lookup = async {
+            let mut connection = redis.connection().await?;
+            connection
+                .hget::<_, _, Option<String>>(&self.hash, hex(digest))
                 .await
-                .map_err(|_| "Redis lookup timed out".to_owned())?
-                .map_err(|e| e.to_string())?;
+        };
+        let result = tokio::time::timeout(REDIS_TIMEOUT, lookup).await;
+        redis.record(matches!(result, Ok(Ok(_))));
+        let raw = result
+            .map_err(|_| "Redis lookup timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
         raw.map(|json| serde_json::from_str(&json).map_err(|e| format!("bad stored key: {e}")))
             .transpose()
     }
 
     /// Stores `key` (never itself, only its digest) for `id`.
     pub async fn add(&self, key: &str, stored: &StoredKey) -> Result<(), String> {
-        let mut connection = self.connection()?;
+        let mut connection = self.connection().await?;
         let json = serde_json::to_string(stored).map_err(|e| e.to_string())?;
         connection
             .hset::<_, _, _, ()>(&self.hash, hex(&digest(key.as_bytes())), json)
@@ -195,7 +208,7 @@ impl RedisKeys {
 
     /// Removes every key of `id`; returns how many.
     pub async fn revoke(&self, id: &str) -> Result<usize, String> {
-        let mut connection = self.connection()?;
+        let mut connection = self.connection().await?;
         let digests: Vec<String> = self
             .list()
             .await?
@@ -214,7 +227,7 @@ impl RedisKeys {
 
     /// (hex digest, key) pairs.
     pub async fn list(&self) -> Result<Vec<(String, StoredKey)>, String> {
-        let mut connection = self.connection()?;
+        let mut connection = self.connection().await?;
         let all: Vec<(String, String)> = connection
             .hgetall(&self.hash)
             .await

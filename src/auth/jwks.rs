@@ -1,13 +1,21 @@
 //! A JSON Web Key Set kept in memory.
 //!
-//! Keys are kept for the endpoint's `Cache-Control: max-age` (else `jwks_cache`). A token
-//! with an unknown `kid` triggers one refetch: single-flight across concurrent requests, and
-//! at most once per `jwks_min_refresh`, so key rotation works without a restart while a flood
-//! of forged kids cannot hammer the identity provider. When the endpoint is down, the keys
-//! already held keep working; with no keys at all the caller answers 503.
+//! Keys are fresh for the endpoint's `Cache-Control: max-age` (else `jwks_cache`). Past that,
+//! requests keep being verified with the keys held while one background fetch refreshes them
+//! (stale-while-revalidate, RFC 5861 §3): a slow or hanging identity provider never holds up
+//! a request that has a key. A request waits for a fetch only when there are no keys yet, or
+//! for a token whose `kid` is unknown (key rotation without a restart).
+//!
+//! There is one fetch at a time per provider, and the next starts no sooner than
+//! `jwks_min_refresh` after the last one *ended*, so a fetch slower than that cannot chain into
+//! several, and a flood of forged kids cannot hammer the identity provider. When the endpoint
+//! is down, the keys already held keep working; with no keys at all the caller answers 503.
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -68,14 +76,20 @@ impl Loaded {
     }
 }
 
-pub struct Jwks {
+/// A provider's key set; cheap to clone (background refreshes hold a clone).
+#[derive(Clone)]
+pub struct Jwks(Arc<Shared>);
+
+struct Shared {
     url: String,
     client: reqwest::Client,
     default_ttl: Duration,
     min_refresh: Duration,
     loaded: RwLock<Option<Arc<Loaded>>>,
-    /// Held while fetching (single flight); remembers when the last fetch started.
+    /// Held while fetching (single flight); remembers when the last fetch ended.
     fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// A background refresh is under way.
+    refreshing: AtomicBool,
 }
 
 impl Jwks {
@@ -85,71 +99,107 @@ impl Jwks {
         default_ttl: Duration,
         min_refresh: Duration,
     ) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             url,
             client,
             default_ttl,
             min_refresh,
             loaded: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(None),
-        }
+            refreshing: AtomicBool::new(false),
+        }))
     }
 
     fn current(&self) -> Option<Arc<Loaded>> {
-        self.loaded
+        self.0
+            .loaded
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    /// The key for a token's `kid` and `alg`, fetching the set when needed.
+    /// The key for a token's `kid` and `alg`: from the keys held, refreshing them in the
+    /// background once they are stale, or after a fetch when none fits.
     pub async fn key(
         &self,
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Arc<DecodingKey>, Failure> {
         if let Some(loaded) = self.current()
-            && loaded.expires_at > Instant::now()
             && let Some(key) = loaded.find(kid, alg)
         {
+            if loaded.expires_at <= Instant::now() {
+                self.refresh_in_background();
+            }
             return Ok(key);
         }
         self.refresh(kid, alg).await
     }
 
+    /// Starts one refresh that no request waits for, unless one is under way.
+    fn refresh_in_background(&self) {
+        if self.0.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let jwks = self.clone();
+        tokio::spawn(async move {
+            let mut last_fetch = jwks.0.fetching.lock().await;
+            let stale = jwks
+                .current()
+                .is_none_or(|loaded| loaded.expires_at <= Instant::now());
+            if stale && !jwks.too_soon(*last_fetch) {
+                jwks.fetch_and_keep(&mut last_fetch).await;
+            }
+            drop(last_fetch);
+            jwks.0.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    fn too_soon(&self, last_fetch: Option<Instant>) -> bool {
+        last_fetch.is_some_and(|ended| ended.elapsed() < self.0.min_refresh)
+    }
+
+    /// Fetches the set and keeps it (or keeps what is held when the fetch fails), recording
+    /// when the fetch ended.
+    async fn fetch_and_keep(&self, last_fetch: &mut Option<Instant>) {
+        let fetched = self.fetch().await;
+        *last_fetch = Some(Instant::now());
+        match fetched {
+            Ok(loaded) => {
+                tracing::info!(jwks = %self.0.url, keys = loaded.keys.len(), "JWKS fetched");
+                *self.0.loaded.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(loaded));
+            }
+            Err(error) => {
+                static FAILED: crate::observability::throttle::Throttle =
+                    crate::observability::throttle::Throttle::new();
+                if let Some(held_back) = FAILED.admit() {
+                    tracing::warn!(jwks = %self.0.url, %error, held_back, "JWKS fetch failed; keeping the keys held");
+                }
+            }
+        }
+    }
+
+    /// Waits for a fetch: no keys yet, or none that fits the token.
     async fn refresh(
         &self,
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Arc<DecodingKey>, Failure> {
-        let mut last_fetch = self.fetching.lock().await;
-        let now = Instant::now();
+        let mut last_fetch = self.0.fetching.lock().await;
         // Another request may have fetched while this one waited.
         if let Some(loaded) = self.current()
-            && loaded.expires_at > now
             && let Some(key) = loaded.find(kid, alg)
         {
             return Ok(key);
         }
-        let too_soon = last_fetch.is_some_and(|at| now.duration_since(at) < self.min_refresh);
-        if !too_soon {
-            *last_fetch = Some(now);
-            match self.fetch().await {
-                Ok(loaded) => {
-                    tracing::info!(jwks = %self.url, keys = loaded.keys.len(), "JWKS fetched");
-                    *self.loaded.write().unwrap_or_else(|p| p.into_inner()) =
-                        Some(Arc::new(loaded));
-                }
-                Err(error) => {
-                    tracing::warn!(jwks = %self.url, %error, "JWKS fetch failed; keeping the keys held")
-                }
-            }
+        if !self.too_soon(*last_fetch) {
+            self.fetch_and_keep(&mut last_fetch).await;
         }
         drop(last_fetch);
         // Expired keys still serve while the endpoint cannot give fresh ones.
         match self.current() {
             None => Err(Failure::Unavailable {
-                retry_after: self.min_refresh,
+                retry_after: self.0.min_refresh,
             }),
             Some(loaded) => loaded
                 .find(kid, alg)
@@ -159,8 +209,9 @@ impl Jwks {
 
     async fn fetch(&self) -> Result<Loaded, String> {
         let response = self
+            .0
             .client
-            .get(&self.url)
+            .get(&self.0.url)
             .timeout(FETCH_TIMEOUT)
             .send()
             .await
@@ -169,8 +220,8 @@ impl Jwks {
             return Err(format!("status {}", response.status()));
         }
         let ttl = max_age(response.headers())
-            .unwrap_or(self.default_ttl)
-            .max(self.min_refresh);
+            .unwrap_or(self.0.default_ttl)
+            .max(self.0.min_refresh);
         if response
             .content_length()
             .is_some_and(|n| n > MAX_JWKS_BYTES as u64)

@@ -98,18 +98,29 @@ impl ResponseCache {
                 Some(entry)
             }
             Store::Redis(redis) => {
+                // Down: answer from the upstream at once; a probe is reconnecting.
+                redis.available().ok()?;
                 let read = async {
                     let mut connection = redis.connection().await?;
                     connection.get::<_, Option<Vec<u8>>>(redis_key(key)).await
                 };
-                let bytes = match tokio::time::timeout(self.0.timeout, read).await {
+                let result = tokio::time::timeout(self.0.timeout, read).await;
+                redis.record(matches!(result, Ok(Ok(_))));
+                let bytes = match result {
                     Ok(Ok(bytes)) => bytes?,
                     Ok(Err(error)) => {
-                        tracing::warn!(%error, "cache read failed; answering from the upstream");
+                        if let Some(held_back) = READ_FAILED.admit() {
+                            tracing::warn!(%error, held_back, "cache read failed; answering from the upstream");
+                        }
                         return None;
                     }
                     Err(_) => {
-                        tracing::warn!("cache read timed out; answering from the upstream");
+                        if let Some(held_back) = READ_FAILED.admit() {
+                            tracing::warn!(
+                                held_back,
+                                "cache read timed out; answering from the upstream"
+                            );
+                        }
                         return None;
                     }
                 };
@@ -127,6 +138,9 @@ impl ResponseCache {
                 memory.insert(key, Arc::new(entry));
             }
             Store::Redis(redis) => {
+                if redis.available().is_err() {
+                    return;
+                }
                 let write = async {
                     let mut connection = redis.connection().await?;
                     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
@@ -134,10 +148,20 @@ impl ResponseCache {
                         .pset_ex::<_, _, ()>(redis_key(&key), entry.encode(), ttl_ms)
                         .await
                 };
-                match tokio::time::timeout(self.0.timeout, write).await {
+                let result = tokio::time::timeout(self.0.timeout, write).await;
+                redis.record(matches!(result, Ok(Ok(()))));
+                match result {
                     Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::warn!(%error, "cache write failed"),
-                    Err(_) => tracing::warn!("cache write timed out"),
+                    Ok(Err(error)) => {
+                        if let Some(held_back) = WRITE_FAILED.admit() {
+                            tracing::warn!(%error, held_back, "cache write failed");
+                        }
+                    }
+                    Err(_) => {
+                        if let Some(held_back) = WRITE_FAILED.admit() {
+                            tracing::warn!(held_back, "cache write timed out");
+                        }
+                    }
                 }
             }
         }
@@ -167,6 +191,12 @@ impl Memory {
         }
     }
 }
+
+/// Cache store failures repeat with every request while Redis is away: logged once a second.
+static READ_FAILED: crate::observability::throttle::Throttle =
+    crate::observability::throttle::Throttle::new();
+static WRITE_FAILED: crate::observability::throttle::Throttle =
+    crate::observability::throttle::Throttle::new();
 
 fn redis_key(key: &Key) -> String {
     format!("proxyfn:cache:{}", crate::auth::hex(key))

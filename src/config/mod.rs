@@ -33,8 +33,9 @@ pub use observability::{
 pub use plan::{
     AggregateBackend, ApiKeyEntry, ApiKeySettings, AuthSettings, BUILTIN_PATHS, BreakerSettings,
     DOCS_PATH, FaultSettings, HealthCheckSettings, JwtKeySource, JwtSettings, KeyLocation,
-    METRICS_PATH, MockResponse, OPENAPI_PATH, Plan, ProviderRef, RetrySettings, RouteAction,
-    RoutePlan, ServerSettings, TargetPath, TemplatePart, UpstreamSettings, parse_digest,
+    LambdaSettings, METRICS_PATH, MockResponse, OPENAPI_PATH, Plan, ProviderRef, RetrySettings,
+    RouteAction, RoutePlan, ServerSettings, TargetPath, TemplatePart, UpstreamSettings,
+    parse_digest,
 };
 pub use rate_limit::{LimitKey, PolicySettings, RateLimitSettings, RateLimitStore, quota_problems};
 pub use schema::RequestSchema;
@@ -64,10 +65,28 @@ pub struct Config {
     pub compression: CompressionConfig,
     pub versioning: VersioningConfig,
     pub cache: CacheConfig,
+    pub lambda: LambdaConfig,
     /// The directory relative paths in the file (`request_schema`) start from: the config
     /// file's own, or the working directory.
     #[serde(skip)]
     pub base_dir: Option<std::path::PathBuf>,
+}
+
+/// `[lambda]`: how invocations are answered in Lambda mode.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LambdaConfig {
+    /// Largest invocation response (the JSON the Runtime API gets); Lambda refuses more than
+    /// 6 MB.
+    pub max_response: ByteSize,
+}
+
+impl Default for LambdaConfig {
+    fn default() -> Self {
+        Self {
+            max_response: ByteSize(6 << 20),
+        }
+    }
 }
 
 /// `[rate_limit]`: where rate-limit state lives, shared by every policy.
@@ -299,6 +318,16 @@ pub struct ServerConfig {
     /// Server mode: threads serving connections, each with its own event loop and upstream
     /// connection pools. Omitted: one per CPU.
     pub workers: Option<usize>,
+    /// Server mode: time a client has to send a request's header section, from its first byte
+    /// (or from connecting).
+    pub header_timeout: HumanDuration,
+    /// Server mode: how long a keep-alive connection may wait for its next request.
+    pub idle_timeout: HumanDuration,
+    /// Longest pause while the gateway waits for more of a request body; then 408.
+    pub body_timeout: HumanDuration,
+    /// Server mode: open connections beyond which new ones are closed at once. Omitted: half
+    /// the process's descriptor limit.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -316,6 +345,10 @@ impl Default for ServerConfig {
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             deadline_margin: HumanDuration(Duration::from_millis(200)),
             workers: None,
+            header_timeout: HumanDuration(Duration::from_secs(30)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
+            body_timeout: HumanDuration(Duration::from_secs(30)),
+            max_connections: None,
         }
     }
 }

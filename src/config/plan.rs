@@ -51,6 +51,7 @@ pub struct Plan {
     pub cache: super::CacheSettings,
     /// `None`: no CORS headers (same-origin browser calls only).
     pub cors: Option<super::CorsSettings>,
+    pub lambda: LambdaSettings,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -145,6 +146,18 @@ pub struct ServerSettings {
     pub deadline_margin: Duration,
     /// Server mode's worker threads, when configured; see [`ServerSettings::workers`].
     pub configured_workers: Option<usize>,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+    /// When configured; else derived from the descriptor limit when the server starts.
+    pub max_connections: Option<usize>,
+}
+
+/// `[lambda]`, validated.
+#[derive(Clone, Copy, Debug)]
+pub struct LambdaSettings {
+    /// The largest invocation response, in bytes.
+    pub max_response: usize,
 }
 
 impl ServerSettings {
@@ -330,6 +343,7 @@ impl Plan {
         let versioning = super::versioning::versioning_settings(config, &mut problems);
         let cache = super::cache::cache_settings(config, &mut problems);
         let cors = super::cors::cors_settings(config, &mut problems);
+        let lambda = lambda_settings(config, &mut problems);
         let routes: Vec<(usize, RoutePlan)> = config
             .routes
             .iter()
@@ -355,6 +369,7 @@ impl Plan {
                 versioning,
                 cache,
                 cors,
+                lambda,
             }),
             _ => Err(ConfigError {
                 problems: problems.0,
@@ -387,6 +402,21 @@ fn server_settings(config: &Config, problems: &mut Problems) -> Option<ServerSet
         problems.add("server.header_limit", "must be at least 1KB");
     }
     let header_limit = usize::try_from(server.header_limit.0).unwrap_or(usize::MAX);
+    for (field, value) in [
+        ("header_timeout", server.header_timeout.0),
+        ("idle_timeout", server.idle_timeout.0),
+        ("body_timeout", server.body_timeout.0),
+    ] {
+        if value.is_zero() {
+            problems.add(format!("server.{field}"), "must be greater than zero");
+        }
+    }
+    if server.max_connections == Some(0) {
+        problems.add(
+            "server.max_connections",
+            "must be at least 1 (omit it for half the descriptor limit)",
+        );
+    }
     if server
         .workers
         .is_some_and(|n| !(1..=MAX_WORKERS).contains(&n))
@@ -453,7 +483,19 @@ fn server_settings(config: &Config, problems: &mut Problems) -> Option<ServerSet
         shutdown_timeout: server.shutdown_timeout.0,
         deadline_margin: server.deadline_margin.0,
         configured_workers: server.workers,
+        header_timeout: server.header_timeout.0,
+        idle_timeout: server.idle_timeout.0,
+        body_timeout: server.body_timeout.0,
+        max_connections: server.max_connections,
     })
+}
+
+fn lambda_settings(config: &Config, problems: &mut Problems) -> LambdaSettings {
+    let max_response = usize::try_from(config.lambda.max_response.0).unwrap_or(usize::MAX);
+    if max_response < 1024 {
+        problems.add("lambda.max_response", "must be at least 1KB");
+    }
+    LambdaSettings { max_response }
 }
 
 /// More worker threads than this would only add context switches and memory.

@@ -8,6 +8,7 @@ pub mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otel;
 mod request_id;
+pub mod throttle;
 pub mod trace_context;
 
 pub use access_log::{AccessLogLayer, ColdStart, Notes};

@@ -9,7 +9,9 @@
 //! process ([`memory`], the default) or in Redis ([`redis`], shared by every instance, one
 //! script call per request, or per batch of the requests that arrive together). When Redis
 //! fails or is slower than `timeout`, `on_store_error` decides: `allow` (fail open), `deny`
-//! (503) or `local` (the in-memory limiter, per instance, until Redis answers again).
+//! (503) or `local` (the in-memory limiter, per instance, until Redis answers again). From the
+//! first failure on, the store is known to be down and checks decide at once, without
+//! waiting on Redis, until a background probe gets an answer.
 //!
 //! Every response of a limited route carries `RateLimit-Policy` and `RateLimit`
 //! (draft-ietf-httpapi-ratelimit-headers-10); a refused request is 429 with `Retry-After`.
@@ -60,8 +62,8 @@ struct Shared {
     store_errors: AtomicU64,
     /// Whether the last Redis check failed; flips back (and logs) when Redis answers again.
     degraded: AtomicBool,
-    /// Store-clock time of the last logged store error, to log at most once a second.
-    last_logged: AtomicU64,
+    /// Store errors are logged at most once a second.
+    logged: crate::observability::throttle::Throttle,
     clock: memory::Clock,
 }
 
@@ -155,7 +157,7 @@ impl RateLimiter {
                 timeout: settings.timeout,
                 store_errors: AtomicU64::new(0),
                 degraded: AtomicBool::new(false),
-                last_logged: AtomicU64::new(0),
+                logged: crate::observability::throttle::Throttle::new(),
                 clock: memory::Clock::default(),
             }),
             policies: settings
@@ -378,10 +380,21 @@ impl RouteLimits {
                 )
             })
             .collect();
-        let results = tokio::time::timeout(self.shared.timeout, redis.check(checks))
-            .await
-            .map_err(|_| format!("no answer within {:?}", self.shared.timeout))?
-            .map_err(|e| e.to_string())?;
+        redis.available().map_err(|down| down.to_string())?;
+        let results = match tokio::time::timeout(self.shared.timeout, redis.check(checks)).await {
+            Ok(Ok(results)) => {
+                redis.record(true);
+                results
+            }
+            Ok(Err(error)) => {
+                redis.record(false);
+                return Err(error.to_string());
+            }
+            Err(_) => {
+                redis.record(false);
+                return Err(format!("no answer within {:?}", self.shared.timeout));
+            }
+        };
         if results.len() != self.policies.len() {
             return Err(format!(
                 "unexpected script reply of {} items",
@@ -461,17 +474,11 @@ impl Shared {
         let total = self.store_errors.fetch_add(1, Ordering::Relaxed) + 1;
         crate::observability::metrics::record_rate_limit_store_error();
         self.degraded.store(true, Ordering::Relaxed);
-        let now = self.clock.now();
-        let last = self.last_logged.load(Ordering::Relaxed);
-        if (last == 0 || now.saturating_sub(last) >= 1_000_000)
-            && self
-                .last_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if let Some(held_back) = self.logged.admit() {
             tracing::warn!(
                 %error,
                 store_errors = total,
+                held_back,
                 on_store_error = ?self.on_store_error,
                 "rate-limit store unavailable"
             );

@@ -80,6 +80,16 @@ impl RedisStore {
         })
     }
 
+    /// `Err` at once while Redis is known to be down (see [`Redis::available`]).
+    pub fn available(&self) -> Result<(), crate::redis_conn::StoreDown> {
+        self.redis.available()
+    }
+
+    /// Records whether a check got Redis's answer.
+    pub fn record(&self, answered: bool) {
+        self.redis.record(answered);
+    }
+
     /// Checks one request against `(state key, quota)` pairs: all of them count it, or none.
     pub async fn check(
         &self,

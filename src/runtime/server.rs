@@ -8,34 +8,50 @@
 //! waits for another thread to wake up. State that must be shared (rate limits, breakers,
 //! caches) is shared by all workers as before. The accept loop, health checks and metrics
 //! upkeep run on the caller's runtime.
+//!
+//! No client can hold the server's resources for nothing: every connection has the header and
+//! idle timeouts of [`super::connection`]; its unfinished header section is bounded by
+//! `server.header_limit` (hyper's read buffer); beyond `server.max_connections` open
+//! connections, new ones are closed at once, so descriptors run out for nobody; and accept
+//! errors back off instead of spinning.
 
 use std::{
     convert::Infallible,
     future::Future,
     io,
     net::SocketAddr,
-    sync::Arc,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
 
-use axum::{
-    Router,
-    extract::Request,
-    response::Response,
-    serve::{IncomingStream, Listener, ListenerExt},
-};
+use axum::{Router, body::Body, extract::Request, response::Response};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body::Frame;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{mpsc, oneshot, watch},
+    task::JoinSet,
 };
 use tower::Service;
 
-use super::ClientInfo;
+use super::{
+    ClientInfo,
+    connection::{Activity, InFlight, TimedIo},
+};
 use crate::{
     App,
-    observability::log_output,
+    config::ServerSettings,
+    observability::{log_output, throttle::Throttle},
     trust::TrustedProxies,
     upstream::{
         Upstream,
@@ -54,8 +70,66 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A connection accepted by the listener, on its way to a worker.
-type Accepted = (std::net::TcpStream, SocketAddr);
+/// A connection accepted by the listener, on its way to a worker, with its place among the
+/// open connections.
+type Accepted = (std::net::TcpStream, SocketAddr, OpenConnection);
+
+/// Counts an open connection until it is dropped (when its connection task ends).
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How each connection is served, from `[server]`.
+#[derive(Clone, Copy, Debug)]
+struct ConnectionSettings {
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    /// hyper's read buffer: bounds the memory of an unfinished header section.
+    max_buf_size: usize,
+}
+
+impl ConnectionSettings {
+    fn new(server: &ServerSettings) -> Self {
+        Self {
+            header_timeout: server.header_timeout,
+            idle_timeout: server.idle_timeout,
+            // The header section within `header_limit` gets the gateway's own 431 problem;
+            // the request line and the start of a body share the buffer. hyper needs 8 KiB.
+            max_buf_size: server.header_limit.saturating_add(8 << 10).max(8 << 10),
+        }
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one and returns the connections to allow:
+/// as configured, else half the descriptor limit (the rest is for upstream connections, Redis
+/// and files), so the process never runs out of descriptors to accept with.
+fn max_connections(server: &ServerSettings) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the descriptor limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let derived = usize::try_from(limit / 2).unwrap_or(usize::MAX).max(1);
+    match server.max_connections {
+        Some(configured) => {
+            if configured as u64 >= limit {
+                tracing::warn!(
+                    configured,
+                    descriptor_limit = limit,
+                    "server.max_connections is not below the descriptor limit: accepting may fail with EMFILE"
+                );
+            }
+            configured
+        }
+        None => derived,
+    }
+}
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests
 /// for at most `server.shutdown_timeout`. Active health checks run meanwhile.
@@ -71,8 +145,10 @@ pub async fn serve(
         .buffer
         .as_ref()
         .map(log_output::Buffering::start);
-    let trusted_proxies = Arc::new(app.plan.server.trusted_proxies.clone());
-    let shutdown_timeout = app.plan.server.shutdown_timeout;
+    let server = &app.plan.server;
+    let shutdown_timeout = server.shutdown_timeout;
+    let max_connections = max_connections(server);
+    let settings = ConnectionSettings::new(server);
     let health_checks: Vec<_> = app
         .upstreams
         .iter()
@@ -82,12 +158,12 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let connections = Connections {
         router: app.router,
-        trusted_proxies,
+        trusted_proxies: Arc::new(server.trusted_proxies.clone()),
         local_port: HeaderValue::from(local.port()),
     };
 
     // Dropping these (shutdown, or this future being dropped) stops the workers: first their
-    // listeners, then, once every worker has drained, their event loops.
+    // accepting, then, once every worker has drained, their event loops.
     let (stop, stopped) = watch::channel(false);
     let (release, released) = watch::channel(false);
     let workers = app.plan.server.workers();
@@ -101,7 +177,8 @@ pub async fn serve(
             index,
             started,
             connections: connections.clone(),
-            listener: Handoff { incoming, local },
+            settings,
+            incoming,
             stopped: stopped.clone(),
             released: released.clone(),
             done,
@@ -118,7 +195,7 @@ pub async fn serve(
         drained.push(on_done);
     }
 
-    accept_until(listener, &handoffs, shutdown).await;
+    accept_until(listener, &handoffs, max_connections, shutdown).await;
     tracing::info!("shutting down: draining in-flight requests");
     let _ = stop.send(true);
     drop(handoffs);
@@ -143,30 +220,62 @@ pub async fn serve(
 }
 
 /// Accepts connections and hands them to the workers in turn until `shutdown` completes; the
-/// listener is closed on return, so new connections are refused from then on.
+/// listener is closed on return, so new connections are refused from then on. Past
+/// `max_connections` open ones, a new connection is closed at once.
 async fn accept_until(
     listener: TcpListener,
     workers: &[mpsc::UnboundedSender<Accepted>],
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
+    static OVER_LIMIT: Throttle = Throttle::new();
+    static ACCEPT_FAILED: Throttle = Throttle::new();
+    const MAX_BACKOFF: Duration = Duration::from_secs(1);
     tokio::pin!(shutdown);
+    let open = Arc::new(AtomicUsize::new(0));
     let mut next = 0;
+    let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => return,
             accepted = listener.accept() => accepted,
         };
-        match accepted.and_then(|(stream, peer)| Ok((stream.into_std()?, peer))) {
-            Ok(connection) => {
-                let _ = workers[next].send(connection);
+        let (stream, peer) = match accepted {
+            Ok(connection) => connection,
+            Err(error) if is_connection_error(&error) => continue,
+            // Out of file descriptors and the like: wait, longer each time, instead of spinning.
+            Err(error) => {
+                if let Some(held_back) = ACCEPT_FAILED.admit() {
+                    tracing::error!(%error, held_back, backoff_ms = backoff.as_millis() as u64, "cannot accept connections");
+                }
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(5);
+        if open.load(Ordering::Relaxed) >= max_connections {
+            if let Some(held_back) = OVER_LIMIT.admit() {
+                tracing::warn!(
+                    max_connections,
+                    held_back,
+                    "closing new connections: server.max_connections are open"
+                );
+            }
+            drop(stream);
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let slot = OpenConnection(open.clone());
+        match stream.into_std() {
+            Ok(stream) => {
+                let _ = workers[next].send((stream, peer, slot));
                 next = (next + 1) % workers.len();
             }
-            Err(error) if is_connection_error(&error) => {}
-            // Out of file descriptors and the like: wait instead of spinning on the error.
-            Err(error) => {
-                tracing::error!(%error, "cannot accept connections");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            Err(error) => tracing::warn!(%error, "cannot hand an accepted connection over"),
         }
     }
 }
@@ -186,7 +295,8 @@ struct Worker {
     index: usize,
     started: oneshot::Sender<io::Result<()>>,
     connections: Connections,
-    listener: Handoff,
+    settings: ConnectionSettings,
+    incoming: mpsc::UnboundedReceiver<Accepted>,
     stopped: watch::Receiver<bool>,
     released: watch::Receiver<bool>,
     done: oneshot::Sender<io::Result<()>>,
@@ -198,7 +308,8 @@ impl Worker {
             index,
             started,
             connections,
-            listener,
+            settings,
+            mut incoming,
             mut stopped,
             mut released,
             done,
@@ -216,16 +327,33 @@ impl Worker {
         };
         let _ = started.send(Ok(()));
         runtime.block_on(async move {
-            // Responses are written whole: Nagle's algorithm would only delay them.
-            let listener = listener.tap_io(|stream| {
-                let _ = stream.set_nodelay(true);
-            });
-            let served = axum::serve(listener, connections)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await;
-            let _ = done.send(served);
+            let mut open = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = incoming.recv() => {
+                        let Some((stream, peer, slot)) = accepted else { break };
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => {
+                                open.spawn(serve_connection(
+                                    stream,
+                                    peer,
+                                    connections.clone(),
+                                    settings,
+                                    stopped.clone(),
+                                    slot,
+                                ));
+                            }
+                            Err(error) => tracing::warn!(%error, "cannot serve an accepted connection"),
+                        }
+                    }
+                    () = stop_requested(&mut stopped) => break,
+                    // Reap finished connections as they go.
+                    Some(_) = open.join_next(), if !open.is_empty() => {}
+                }
+            }
+            // Each connection sees `stopped` and finishes its request in flight, if any.
+            while open.join_next().await.is_some() {}
+            let _ = done.send(Ok(()));
             // Tasks on this loop may serve other workers' requests too (a Redis connection
             // opened here): keep it running until every worker has drained.
             let _ = released.wait_for(|release| *release).await;
@@ -233,7 +361,58 @@ impl Worker {
     }
 }
 
-/// Makes the service of each accepted connection: the router, told who the client is.
+/// Serves one connection until the client closes it, a timeout ends it, or shutdown asks it
+/// to finish its request in flight and close.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    connections: Connections,
+    settings: ConnectionSettings,
+    mut stopped: watch::Receiver<bool>,
+    _slot: OpenConnection,
+) {
+    // Responses are written whole: Nagle's algorithm would only delay them.
+    let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    let io = TimedIo::new(
+        stream,
+        activity.clone(),
+        settings.header_timeout,
+        settings.idle_timeout,
+    );
+    let service = FromPeer {
+        router: connections.router,
+        peer,
+        trusted_proxies: connections.trusted_proxies,
+        local_port: connections.local_port,
+        activity,
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // The header and idle timeouts are TimedIo's: hyper's would count idle time too.
+        .header_read_timeout(None)
+        .max_buf_size(settings.max_buf_size);
+    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stop_requested(&mut stopped) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = served {
+        tracing::debug!(%error, %peer, "connection ended with an error");
+    }
+}
+
+/// Resolves once shutdown has begun (the `watch` guard is not held past it).
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// What every connection's service is made from.
 #[derive(Clone)]
 struct Connections {
     router: Router,
@@ -242,44 +421,29 @@ struct Connections {
     local_port: HeaderValue,
 }
 
-impl<L: Listener<Addr = SocketAddr>> Service<IncomingStream<'_, L>> for Connections {
-    type Response = FromPeer;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<FromPeer, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, connection: IncomingStream<'_, L>) -> Self::Future {
-        std::future::ready(Ok(FromPeer {
-            router: self.router.clone(),
-            peer: *connection.remote_addr(),
-            trusted_proxies: self.trusted_proxies.clone(),
-            local_port: self.local_port.clone(),
-        }))
-    }
-}
-
-/// One connection's service: puts the [`ClientInfo`] of its peer on every request.
+/// One connection's service: puts the [`ClientInfo`] of its peer on every request, and keeps
+/// the connection's [`Activity`] busy until the response body is done.
 #[derive(Clone)]
 struct FromPeer {
     router: Router,
     peer: SocketAddr,
     trusted_proxies: Arc<TrustedProxies>,
     local_port: HeaderValue,
+    activity: Arc<Activity>,
 }
 
-impl Service<Request> for FromPeer {
+impl Service<http::Request<Incoming>> for FromPeer {
     type Response = Response;
     type Error = Infallible;
-    type Future = <Router as Service<Request>>::Future;
+    type Future = Served<<Router as Service<Request>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Service::<Request>::poll_ready(&mut self.router, cx)
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.begin();
+        let mut request = request.map(Body::new);
         let info = client_info(
             self.peer,
             request.headers(),
@@ -287,35 +451,67 @@ impl Service<Request> for FromPeer {
             &self.local_port,
         );
         request.extensions_mut().insert(info);
-        self.router.call(request)
-    }
-}
-
-/// A worker's listener: the connections the accept loop hands it.
-struct Handoff {
-    incoming: mpsc::UnboundedReceiver<Accepted>,
-    local: SocketAddr,
-}
-
-impl Listener for Handoff {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            let Some((stream, peer)) = self.incoming.recv().await else {
-                // The accept loop has stopped: graceful shutdown ends this worker.
-                return std::future::pending().await;
-            };
-            match TcpStream::from_std(stream) {
-                Ok(stream) => return (stream, peer),
-                Err(error) => tracing::warn!(%error, "cannot serve an accepted connection"),
-            }
+        Served {
+            inner: self.router.call(request),
+            in_flight: Some(in_flight),
         }
     }
+}
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
+pin_project_lite::pin_project! {
+    /// The router's answer, whose body keeps the request in flight until it is done.
+    struct Served<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F> Future for Served<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(response.map(|body| {
+            Body::new(UntilDone {
+                inner: body,
+                _in_flight: in_flight,
+            })
+        })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body holding its request in flight until it is finished or dropped.
+    struct UntilDone<B> {
+        #[pin]
+        inner: B,
+        _in_flight: Option<InFlight>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for UntilDone<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

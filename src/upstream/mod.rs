@@ -6,7 +6,9 @@
 //!
 //! 1. shed at once with 503 when `max_concurrency` requests are already in flight;
 //! 2. per attempt: the breaker admits or answers 503 + Retry-After; a healthy target is picked
-//!    round-robin; the attempt gets the upstream `timeout`, cut to the request's [`Deadline`];
+//!    round-robin; the upstream gets its `timeout` to answer from the moment it has the whole
+//!    request body (the client's pace is not the upstream's silence), within the request's
+//!    [`Deadline`], and then its `timeout` between chunks of its response body;
 //! 3. a failed attempt is retried only when the request is repeatable, the failure says "try
 //!    again", the budget allows, and the whole next attempt fits before the deadline.
 //!
@@ -38,6 +40,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use breaker::BreakerState;
 
+use crate::stall::{Side, StallTimeout};
 use crate::{
     config::{ConfigError, HealthCheckSettings, UpstreamSettings},
     error::{Error, caused_by},
@@ -87,14 +90,90 @@ impl OutboundBody {
         !matches!(self, OutboundBody::Stream(_))
     }
 
-    fn take(&mut self) -> Option<reqwest::Body> {
+    /// The body for one attempt, and for a streamed body what tells when it has all been sent.
+    fn take(&mut self) -> (Option<reqwest::Body>, Option<Arc<Sent>>) {
         match self {
-            OutboundBody::Empty => None,
-            OutboundBody::Kept(bytes) => Some(reqwest::Body::from(bytes.clone())),
-            OutboundBody::Stream(body) => body
-                .take()
-                .map(|b| reqwest::Body::wrap_stream(b.into_data_stream())),
+            OutboundBody::Empty => (None, None),
+            OutboundBody::Kept(bytes) => (Some(reqwest::Body::from(bytes.clone())), None),
+            OutboundBody::Stream(body) => match body.take() {
+                None => (None, None),
+                Some(body) => {
+                    let sent = Arc::new(Sent::default());
+                    let body = Tracked {
+                        inner: body,
+                        sent: Some(sent.clone()),
+                    };
+                    (
+                        Some(reqwest::Body::wrap_stream(body.into_data_stream())),
+                        Some(sent),
+                    )
+                }
+            },
         }
+    }
+}
+
+/// Says when a streamed request body has all been handed to the upstream's connection (or
+/// failed): from then on, waiting is the upstream's doing.
+#[derive(Debug, Default)]
+struct Sent {
+    done: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Sent {
+    fn finish(&self) {
+        if !self.done.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.notify.notify_one();
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn wait(&self) {
+        if !self.is_done() {
+            self.notify.notified().await;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that reports to [`Sent`] when it ends.
+    struct Tracked<B> {
+        #[pin]
+        inner: B,
+        sent: Option<Arc<Sent>>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        let finished = match &frame {
+            None | Some(Err(_)) => true,
+            Some(Ok(_)) => this.inner.is_end_stream(),
+        };
+        if finished && let Some(sent) = this.sent.take() {
+            sent.finish();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -225,6 +304,7 @@ impl Upstream {
         let response = result?;
         let mut response: http::Response<reqwest::Body> = response.into();
         headers::remove_hop_by_hop(response.headers_mut());
+        let response = response.map(|body| StallTimeout::new(body, Side::Upstream, inner.timeout));
         Ok(response.map(|body| match permit {
             Some(permit) => Body::new(WithPermit {
                 inner: body,
@@ -327,11 +407,7 @@ impl Upstream {
                 upstream: inner.name.clone(),
             });
         };
-        let timeout = match deadline {
-            Some(deadline) => inner.timeout.min(deadline.saturating_duration_since(now)),
-            None => inner.timeout,
-        };
-        if timeout.is_zero() {
+        if deadline.is_some_and(|deadline| deadline <= now) {
             return Err(Error::DeadlineExceeded);
         }
 
@@ -343,23 +419,58 @@ impl Upstream {
         } else {
             outbound.headers.clone()
         };
-        *request.body_mut() = outbound.body.take();
+        let (body, sent) = outbound.body.take();
+        *request.body_mut() = body;
 
-        let sent = tokio::time::timeout(timeout, self.client().execute(request)).await;
-        let finished = Instant::now();
-        let outcome = match sent {
-            Err(_elapsed) => Attempt::Failed(Error::UpstreamTimeout {
+        // The upstream's `timeout` starts once it has the whole request: a client uploading
+        // slowly is not an upstream that does not answer.
+        let upstream_silence = async {
+            if let Some(sent) = &sent {
+                sent.wait().await;
+            }
+            tokio::time::sleep(inner.timeout).await;
+        };
+        let until_deadline = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        // A connection that broke while the client's body was still arriving (an upstream
+        // giving up on a trickling client) is not held against the upstream; one that could
+        // not be made is.
+        let mut mid_upload = false;
+        let outcome = tokio::select! {
+            result = self.client().execute(request) => match result {
+                Ok(response) => Attempt::Answered(response),
+                Err(error) => {
+                    mid_upload = !error.is_connect() && sent.as_ref().is_some_and(|s| !s.is_done());
+                    Attempt::Failed(self.classify(error, body_limit))
+                }
+            },
+            () = upstream_silence => Attempt::Failed(Error::UpstreamTimeout {
                 upstream: inner.name.clone(),
             }),
-            Ok(Err(error)) => Attempt::Failed(self.classify(error, body_limit)),
-            Ok(Ok(response)) => Attempt::Answered(response),
+            // Out of time with the request still arriving: the client's doing.
+            () = until_deadline => Attempt::Failed(if sent.as_ref().is_none_or(|s| s.is_done()) {
+                Error::UpstreamTimeout {
+                    upstream: inner.name.clone(),
+                }
+            } else {
+                Error::DeadlineExceeded
+            }),
         };
+        let finished = Instant::now();
         let (success, connection_failed) = match &outcome {
             Attempt::Answered(response) => (!response.status().is_server_error(), false),
+            Attempt::Failed(Error::UpstreamUnavailable { .. }) if mid_upload => {
+                return Ok(outcome);
+            }
             Attempt::Failed(Error::UpstreamTimeout { .. } | Error::UpstreamUnavailable { .. }) => {
                 (false, true)
             }
-            // The client's fault (body too large or aborted): says nothing about the upstream.
+            // The client's fault (body too large, stalled or aborted, or the request out of
+            // time while its body was still arriving): says nothing about the upstream.
             Attempt::Failed(_) => return Ok(outcome),
         };
         if let Some(ticket) = ticket {
@@ -374,6 +485,13 @@ impl Upstream {
         let error = error.without_url();
         if is_body_limit_error(&error) {
             return Error::PayloadTooLarge { limit: body_limit };
+        }
+        if let Some(stalled) = crate::stall::stalled(&error)
+            && stalled.side == Side::Client
+        {
+            return Error::ClientBodyTimeout {
+                timeout: stalled.timeout,
+            };
         }
         // The client's own body stream failed (an aborted upload): its fault, not the upstream's.
         if error.is_body()
@@ -452,16 +570,18 @@ impl Upstream {
     }
 }
 
-/// A pooled client for one upstream: its own connect and read timeouts, no redirects, no
-/// environment proxy.
+/// A pooled client for one upstream: its own connect timeout, no redirects, no environment
+/// proxy.
 fn client(
     settings: &UpstreamSettings,
     tls: &rustls::ClientConfig,
 ) -> Result<reqwest::Client, reqwest::Error> {
+    // No read timeout here: it would also run while the request body is still being sent,
+    // blaming the upstream for a slow client. `Upstream::attempt` and the response body's
+    // [`StallTimeout`] time the upstream's own silence instead.
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls.clone())
         .connect_timeout(settings.connect_timeout)
-        .read_timeout(settings.timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())

@@ -6,6 +6,7 @@
 
 use std::{
     net::SocketAddr,
+    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -13,6 +14,7 @@ use std::{
 use axum::{Router, body::Bytes, extract::Request, response::Response};
 use http::HeaderMap;
 use http_body_util::BodyExt;
+use serde_json::Value;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -412,4 +414,138 @@ pub fn capture_lines(stdout: tokio::process::ChildStdout) -> Arc<Mutex<Vec<Strin
         }
     });
     lines
+}
+
+/// The real binary in server mode, its stdout captured line by line.
+pub struct Process {
+    pub port: u16,
+    pub lines: Arc<Mutex<Vec<String>>>,
+    pub child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    pub async fn start(config: &str) -> Self {
+        Self::start_with(config, Some("info"), &[]).await
+    }
+
+    /// `rust_log`: the RUST_LOG to run with; `None` leaves the level to `[log] level`.
+    pub async fn start_with(config: &str, rust_log: Option<&str>, envs: &[(&str, &str)]) -> Self {
+        let port = closed_port().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxyfn.toml");
+        std::fs::write(
+            &path,
+            format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{config}"),
+        )
+        .unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))
+            .arg("--config")
+            .arg(&path)
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env_remove("PORT")
+            .env_remove("RUST_LOG")
+            .envs(rust_log.map(|level| ("RUST_LOG", level)))
+            .envs(envs.iter().copied())
+            .env("OBS_JWT_SECRET", crate::observability::SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = capture_lines(child.stdout.take().unwrap());
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Self {
+                    port,
+                    lines,
+                    child,
+                    _dir: dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the gateway did not listen");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits for the access-log event of `request_id`.
+    pub async fn access_event(&self, request_id: &str) -> Value {
+        let found = eventually(|| {
+            self.lines.lock().unwrap().iter().find_map(|line| {
+                let event: Value = serde_json::from_str(line).ok()?;
+                (event["target"] == "proxyfn::access" && event["request_id"] == request_id)
+                    .then_some(event)
+            })
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "no access event for {request_id}: {:#?}",
+                self.lines.lock().unwrap()
+            )
+        })
+    }
+
+    /// Waits until `n` access events have been written.
+    pub async fn access_event_count(&self, n: usize) {
+        let written = eventually(|| {
+            let lines = self.lines.lock().unwrap();
+            let count = lines
+                .iter()
+                .filter(|line| line.contains("\"target\":\"proxyfn::access\""))
+                .count();
+            (count >= n).then_some(())
+        })
+        .await;
+        assert!(
+            written.is_some(),
+            "fewer than {n} access events: {}",
+            self.output()
+        );
+    }
+
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn terminate(&mut self) {
+        sigterm(&self.child);
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within 30s")
+            .unwrap();
+        assert!(exit.success(), "{exit:?}");
+    }
+}
+
+impl Process {
+    /// Lines printed so far that contain `needle`.
+    pub fn lines_containing(&self, needle: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// The process's resident set size, from /proc (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
 }

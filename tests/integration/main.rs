@@ -9,6 +9,7 @@ mod tokens;
 
 mod aggregate;
 mod auth;
+mod availability;
 mod cache;
 mod cli;
 mod compression;

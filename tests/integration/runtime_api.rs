@@ -165,6 +165,8 @@ impl RuntimeApi {
                 post(invocation_error),
             )
             .route(&format!("{API}/init/error"), post(init_error))
+            // Lambda takes invocation responses up to 6 MB.
+            .layer(axum::extract::DefaultBodyLimit::max(6 << 20))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -7,6 +7,11 @@
 //! response it cannot serialize ends the process. Events that are not HTTP requests
 //! (WebSocket, VPC Lattice, batches) are answered with an invocation error that names them;
 //! the next invocation is served as usual.
+//!
+//! A buffered answer is bounded: its body is collected only until the request's deadline
+//! (then 504 `gateway-timeout`), and an answer whose JSON would exceed `lambda.max_response`
+//! (Lambda refuses more than 6 MB, and base64 makes binary bodies a third larger) is 502
+//! `response-too-large` instead of an invocation Lambda rejects.
 
 pub mod event;
 pub mod response;
@@ -27,11 +32,13 @@ use lambda_http::{
     LambdaEvent,
     lambda_runtime::{self, Diagnostic},
 };
+use serde_json::value::RawValue;
 use tower::ServiceExt;
 
 use super::{LAMBDA_RUNTIME_API, StagePrefix};
 use crate::{
-    config::ServerSettings,
+    App,
+    config::Plan,
     error::{Error, PROBLEM_JSON},
     limits::Deadline,
     observability::{ColdStart, X_REQUEST_ID},
@@ -42,15 +49,11 @@ pub use response::LambdaResponse;
 /// The error type of an invocation proxyfn cannot serve (`/invocation/{id}/error`).
 pub const UNSUPPORTED_EVENT: &str = "UnsupportedEvent";
 
-/// Runs `router` as the Lambda function handler until the runtime stops.
+/// Runs `app` as the Lambda function handler until the runtime stops.
 ///
 /// `started` is when the process started, for the cold start's init time in the access log.
-pub async fn run(
-    router: Router,
-    settings: &ServerSettings,
-    started: Instant,
-) -> Result<(), lambda_runtime::Error> {
-    let handler = Handler::new(router, settings, started);
+pub async fn run(app: App, started: Instant) -> Result<(), lambda_runtime::Error> {
+    let handler = Handler::new(app.router, &app.plan, started);
     lambda_runtime::run(lambda_runtime::service_fn(move |event| {
         let handler = handler.clone();
         async move { handler.handle(event).await }
@@ -67,25 +70,31 @@ pub struct Handler {
     deadline_margin: Duration,
     /// `server.timeout`: the deadline when the invocation's cannot be real.
     timeout: Duration,
+    /// `lambda.max_response`.
+    max_response: usize,
     /// Taken by the first invocation.
     cold_start: Arc<Mutex<Option<ColdStart>>>,
 }
 
 impl Handler {
     /// `started` is when the process started: the first invocation reports the init time.
-    pub fn new(router: Router, settings: &ServerSettings, started: Instant) -> Self {
+    pub fn new(router: Router, plan: &Plan, started: Instant) -> Self {
+        let settings = &plan.server;
         Self {
             router,
             strip_stage: settings.strip_stage,
             deadline_margin: settings.deadline_margin,
             timeout: settings.timeout,
+            max_response: plan.lambda.max_response,
             cold_start: Arc::new(Mutex::new(Some(ColdStart {
                 init: started.elapsed(),
             }))),
         }
     }
 
-    pub async fn handle(self, event: LambdaEvent<Event>) -> Result<LambdaResponse, Diagnostic> {
+    /// Serves one invocation: its answer as the JSON the Runtime API takes, serialized once
+    /// here so its size can be checked.
+    pub async fn handle(self, event: LambdaEvent<Event>) -> Result<Box<RawValue>, Diagnostic> {
         let LambdaEvent { payload, context } = event;
         let aws_request_id = context.request_id.clone();
         let (front_door, request) = match self.to_router_request(payload, context) {
@@ -100,32 +109,66 @@ impl Handler {
                 });
             }
         };
+        let deadline = request
+            .extensions()
+            .get::<Deadline>()
+            .map_or_else(|| Instant::now() + self.timeout, |d| d.0);
 
-        let response = match self.router.oneshot(request).await {
+        let response = match self.router.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         };
         let (parts, body) = response.into_parts();
+        // Raw bytes beyond the bound cannot fit, whatever the encoding.
+        let bounded = http_body_util::Limited::new(body, self.max_response).collect();
         // The access log and the request's metrics are written when the body ends.
-        let collected = body.collect().await;
+        let collected = tokio::time::timeout_at(deadline.into(), bounded).await;
+        let request_id = parts.headers.get(X_REQUEST_ID).cloned();
+        let response = match collected {
+            Ok(Ok(collected)) => Response::from_parts(parts, collected.to_bytes()),
+            Err(_elapsed) => {
+                tracing::warn!("the response body was still arriving at the invocation deadline");
+                problem_response(Error::DeadlineExceeded, request_id)
+            }
+            Ok(Err(error)) if crate::limits::is_body_limit_error(&*error) => {
+                self.too_large(request_id)
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "response body failed while buffering for Lambda");
+                problem_response(Error::IncompleteResponse, request_id.clone())
+            }
+        };
         crate::observability::metrics::flush_emf(&aws_request_id);
         #[cfg(feature = "otlp")]
         crate::observability::otel::flush();
-        let body = match collected {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) => {
-                tracing::warn!(%error, "response body failed while buffering for Lambda");
-                let request_id = parts.headers.get(X_REQUEST_ID).cloned();
-                return Ok(response::to_lambda(
-                    front_door,
-                    body_error_response(request_id),
-                ));
-            }
-        };
-        Ok(response::to_lambda(
+        let request_id = response.headers().get(X_REQUEST_ID).cloned();
+        let json = serialize(&response::to_lambda(front_door, response));
+        if json.get().len() <= self.max_response {
+            return Ok(json);
+        }
+        Ok(serialize(&response::to_lambda(
             front_door,
-            Response::from_parts(parts, body),
-        ))
+            self.too_large(request_id),
+        )))
+    }
+
+    /// The 502 for an answer larger than an invocation may be.
+    fn too_large(&self, request_id: Option<HeaderValue>) -> Response<Bytes> {
+        static LOGGED: crate::observability::throttle::Throttle =
+            crate::observability::throttle::Throttle::new();
+        if let Some(held_back) = LOGGED.admit() {
+            tracing::warn!(
+                max_response = self.max_response,
+                held_back,
+                "the response is too large for a Lambda invocation (lambda.max_response)"
+            );
+        }
+        problem_response(
+            Error::ResponseTooLarge {
+                limit: self.max_response,
+            },
+            request_id,
+        )
     }
 
     /// The event's request as the router serves it, with the client, deadline and Lambda
@@ -181,10 +224,21 @@ impl Handler {
     }
 }
 
-/// A 502 problem for an upstream body that broke while it was being buffered (this happens
-/// after the router returned, so the request-id layer cannot render it).
-fn body_error_response(request_id: Option<HeaderValue>) -> Response<Bytes> {
-    let error = Error::IncompleteResponse;
+/// JSON of an answer. Nothing in it can fail to serialize; were it to, the answer is a 500.
+fn serialize(response: &LambdaResponse) -> Box<RawValue> {
+    serde_json::value::to_raw_value(response).unwrap_or_else(|error| {
+        tracing::error!(%error, "cannot serialize the invocation response");
+        RawValue::from_string(
+            r#"{"statusCode":500,"headers":{"content-type":"application/problem+json"},"body":"{\"type\":\"urn:proxyfn:problem:internal\",\"status\":500}","isBase64Encoded":false}"#
+                .to_owned(),
+        )
+        .unwrap_or_default()
+    })
+}
+
+/// The problem for a failure found after the router returned (while buffering its body),
+/// which the request-id layer can no longer render.
+fn problem_response(error: Error, request_id: Option<HeaderValue>) -> Response<Bytes> {
     let id = request_id.unwrap_or(HeaderValue::from_static(""));
     let body = error.problem().to_json(id.to_str().unwrap_or_default());
     let mut response = Response::new(Bytes::from(body));
