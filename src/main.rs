@@ -1,5 +1,5 @@
 //! The `proxyfn` command: `serve` (default; what Lambda's `bootstrap` runs), `check`, `openapi`,
-//! and the Redis administration commands `keys` and `limits`.
+//! `health`, and the Redis administration commands `keys` and `limits`.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -43,6 +43,9 @@ enum Command {
     Check,
     /// Print the OpenAPI document of the configuration
     Openapi,
+    /// Ask the gateway of this configuration for GET /health (exit 0 when it answers 200);
+    /// for container health checks
+    Health,
     /// Manage API keys kept in Redis (providers with store = "redis")
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -142,6 +145,10 @@ fn main() -> ExitCode {
             Err(error) => config_failure(&error, false),
         },
         Command::Serve => serve(&config, &source, in_lambda, started),
+        Command::Health => match Plan::new(&config) {
+            Ok(plan) => health(plan.server.listen),
+            Err(error) => config_failure(&error, false),
+        },
         Command::Keys(command) => match Plan::new(&config) {
             Ok(plan) => keys(&plan, command),
             Err(error) => config_failure(&error, false),
@@ -275,6 +282,27 @@ fn limits(plan: &Plan, command: LimitsCommand) -> ExitCode {
         }
         Ok(())
     })
+}
+
+fn health(listen: std::net::SocketAddr) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("proxyfn: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let probe = server::probe_health(listen, std::time::Duration::from_secs(3));
+    match runtime.block_on(probe) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("proxyfn health: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn describe(quota: Quota) -> String {

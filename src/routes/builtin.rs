@@ -4,7 +4,8 @@
 //! `GET /openapi.json` and Swagger UI under `GET /docs/`.
 
 use std::{
-    sync::{Arc, OnceLock},
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
     time::Instant,
 };
 
@@ -15,7 +16,7 @@ use axum::{
     routing::get,
 };
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, json};
 
 use crate::{
@@ -117,6 +118,9 @@ struct Docs {
     plan: Plan,
     built: OnceLock<(serde_json::Value, Bytes)>,
     swagger: Arc<utoipa_swagger_ui::Config<'static>>,
+    /// Swagger UI's files decompressed, for clients that do not accept gzip; each made on
+    /// its first such request.
+    identity: Mutex<HashMap<String, Bytes>>,
 }
 
 impl Docs {
@@ -126,6 +130,7 @@ impl Docs {
             built: OnceLock::new(),
             // Relative to /docs/, so it also resolves under an API Gateway stage (/prod/docs/).
             swagger: Arc::new(utoipa_swagger_ui::Config::new(["../openapi.json"])),
+            identity: Mutex::new(HashMap::new()),
         }
     }
 
@@ -171,13 +176,29 @@ async fn docs_redirect() -> Response {
 
 /// Swagger UI's files, embedded in the binary (utoipa-swagger-ui's vendored assets): the
 /// page works with no network access. They are embedded gzip-compressed (4.3 MB become about
-/// 1 MB of binary) and sent that way: Swagger UI is for browsers, which all accept gzip.
-async fn swagger_ui(State(docs): State<Arc<Docs>>, file: Option<Path<String>>) -> Response {
+/// 1 MB of binary) and sent that way to clients that accept gzip; the others (RFC 9110
+/// §12.5.3: `Accept-Encoding: identity`, or `gzip;q=0`) get them decompressed.
+async fn swagger_ui(
+    State(docs): State<Arc<Docs>>,
+    file: Option<Path<String>>,
+    headers: HeaderMap,
+) -> Response {
     let file = file.map(|Path(file)| file).unwrap_or_default();
     let found = match utoipa_swagger_ui::serve(&file, docs.swagger.clone()) {
         Ok(Some(found)) => found,
         Ok(None) => return Error::RouteNotFound.into_response(),
         Err(error) => return Error::Internal(format!("swagger ui: {error}")).into_response(),
+    };
+    let gzipped = found.gzpipped && accepts_gzip(&headers);
+    let body = if found.gzpipped && !gzipped {
+        match docs.decompressed(&file, &found.bytes) {
+            Ok(body) => body,
+            Err(error) => {
+                return Error::Internal(format!("swagger ui {file}: {error}")).into_response();
+            }
+        }
+    } else {
+        Bytes::from(found.bytes.into_owned())
     };
     let mut response = (
         [
@@ -191,15 +212,59 @@ async fn swagger_ui(State(docs): State<Arc<Docs>>, file: Option<Path<String>>) -
                 HeaderValue::from_static("public, max-age=3600"),
             ),
         ],
-        found.bytes.into_owned(),
+        body,
     )
         .into_response();
+    let response_headers = response.headers_mut();
     if found.gzpipped {
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        response_headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    if gzipped {
+        response_headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     response
+}
+
+impl Docs {
+    fn decompressed(&self, file: &str, gzipped: &[u8]) -> std::io::Result<Bytes> {
+        let mut cache = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(body) = cache.get(file) {
+            return Ok(body.clone());
+        }
+        let mut plain = Vec::with_capacity(gzipped.len() * 4);
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gzipped), &mut plain)?;
+        let body = Bytes::from(plain);
+        cache.insert(file.to_owned(), body.clone());
+        Ok(body)
+    }
+}
+
+/// Whether the request's `Accept-Encoding` allows gzip (RFC 9110 §12.5.3): no header allows
+/// any coding; otherwise `gzip` (or `x-gzip`, or `*`) with a weight above zero.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::ACCEPT_ENCODING).iter().peekable();
+    if values.peek().is_none() {
+        return true;
+    }
+    let mut wildcard = None;
+    for item in values
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or_default().trim();
+        let weight = parts
+            .filter_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            return weight > 0.0;
+        }
+        if coding == "*" {
+            wildcard = Some(weight > 0.0);
+        }
+    }
+    wildcard.unwrap_or(false)
 }
 
 async fn ready(State(upstreams): State<Arc<Vec<Upstream>>>) -> Response {
@@ -227,5 +292,32 @@ async fn ready(State(upstreams): State<Arc<Vec<Upstream>>>) -> Response {
 async fn method_not_allowed() -> Error {
     Error::MethodNotAllowed {
         allow: HeaderValue::from_static("GET, HEAD"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> bool {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        accepts_gzip(&headers)
+    }
+
+    #[test]
+    fn gzip_is_sent_only_where_accept_encoding_allows_it() {
+        assert!(accepts_gzip(&HeaderMap::new()), "no header: any coding");
+        assert!(accept("gzip, deflate, br"));
+        assert!(accept("br;q=1.0, gzip;q=0.5"));
+        assert!(accept("*"));
+        assert!(!accept("identity"));
+        assert!(!accept("gzip;q=0"));
+        assert!(!accept("br"));
+        assert!(!accept("*;q=0"));
+        assert!(!accept(""));
     }
 }

@@ -515,6 +515,43 @@ impl<B: http_body::Body> http_body::Body for UntilDone<B> {
     }
 }
 
+/// `proxyfn health`: asks the gateway listening on `listen` for `GET /health`, as a container
+/// `HEALTHCHECK` would with curl (the distroless image has neither a shell nor curl). An
+/// unspecified address (`0.0.0.0`, `[::]`) is asked on loopback. `Ok` when it answers 200.
+pub async fn probe_health(listen: SocketAddr, timeout: Duration) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut target = listen;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let probe = async {
+        let mut stream = TcpStream::connect(target)
+            .await
+            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .map_err(|e| format!("cannot send the request: {e}"))?;
+        let mut head = vec![0; 64];
+        let read = stream
+            .read(&mut head)
+            .await
+            .map_err(|e| format!("no answer: {e}"))?;
+        let status_line = String::from_utf8_lossy(&head[..read]);
+        match status_line.split(' ').nth(1) {
+            Some("200") => Ok(()),
+            Some(status) => Err(format!("GET /health answered {status}")),
+            None => Err("GET /health got no HTTP answer".to_owned()),
+        }
+    };
+    tokio::time::timeout(timeout, probe)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer from {target} within {timeout:?}")))
+}
+
 /// Resolves when the process receives SIGTERM (containers, Kubernetes) or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let interrupt = async {

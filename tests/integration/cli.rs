@@ -187,3 +187,101 @@ fn the_checked_in_openapi_document_matches_proxyfn_toml() {
     );
     crate::docs::assert_valid_openapi_31(&checked_in);
 }
+
+/// The `cargo lambda build` command of the README, as one line.
+fn readme_lambda_build() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("cargo lambda build")
+        .expect("the README shows how to build the function");
+    readme[start..]
+        .lines()
+        .scan(true, |more, line| {
+            let keep = *more;
+            *more = line.trim_end().ends_with('\\');
+            keep.then(|| line.trim_end().trim_end_matches('\\').trim().to_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn flag_values<'c>(command: &'c str, flag: &str) -> Vec<&'c str> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|pair| pair[0] == flag)
+        .map(|pair| pair[1])
+        .collect()
+}
+
+#[test]
+fn the_documented_lambda_package_holds_what_proxyfn_toml_needs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let command = readme_lambda_build();
+    let includes = flag_values(&command, "--include");
+    assert!(includes.contains(&"proxyfn.toml"), "{command}");
+
+    // serverless.yml deploys the artifact the command writes.
+    let lambda_dir = flag_values(&command, "--lambda-dir");
+    assert_eq!(lambda_dir, ["target/lambda/arm64"], "{command}");
+    let serverless = std::fs::read_to_string(root.join("serverless.yml")).unwrap();
+    assert!(
+        serverless.contains("arch: arm64")
+            && serverless
+                .contains("artifact: target/lambda/${self:custom.arch}/proxyfn/bootstrap.zip"),
+        "serverless.yml's artifact is not the README's target/lambda/arm64/proxyfn/bootstrap.zip"
+    );
+    assert!(
+        serverless.contains(&format!("--include {}", includes.join(" --include "))),
+        "serverless.yml's build comment includes the same files as the README"
+    );
+
+    // What the zip holds, laid out as Lambda does in /var/task, initializes.
+    let task = tempfile::tempdir().unwrap();
+    for include in &includes {
+        let from = root.join(include);
+        let to = task.path().join(include);
+        if from.is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+            for entry in std::fs::read_dir(&from).unwrap() {
+                let entry = entry.unwrap().path();
+                std::fs::copy(&entry, to.join(entry.file_name().unwrap())).unwrap();
+            }
+        } else {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+    let config = task.path().join("proxyfn.toml");
+    let output = proxyfn(
+        &["check"],
+        task.path(),
+        &[("PROXYFN_CONFIG", config.to_str().unwrap())],
+    );
+    assert!(
+        output.status.success(),
+        "a function packaged as the README says fails its init: {}",
+        text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn health_answers_0_for_a_healthy_gateway_and_1_for_none() {
+    let gateway = crate::helpers::Process::start("").await;
+    let dir = dir_with_config(&format!(
+        "[server]\nlisten = \"0.0.0.0:{}\"\n",
+        gateway.port
+    ));
+    let output = proxyfn(&["health"], dir.path(), &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let closed = crate::helpers::closed_port().await;
+    let dir = dir_with_config(&format!("[server]\nlisten = \"127.0.0.1:{closed}\"\n"));
+    let output = proxyfn(&["health"], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("cannot connect"),
+        "{}",
+        text(&output.stderr)
+    );
+}

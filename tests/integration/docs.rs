@@ -226,3 +226,37 @@ fn a_route_on_a_builtin_path_is_refused_while_the_builtin_is_on() {
     assert!(stderr.contains("routes[0].path"), "{stderr}");
     assert!(stderr.contains("routes[1].path"), "{stderr}");
 }
+
+#[tokio::test]
+async fn swagger_ui_assets_are_sent_uncompressed_to_clients_that_do_not_accept_gzip() {
+    let gateway = Gateway::start("").await;
+    let gzipped = client()
+        .get(gateway.url("/docs/swagger-ui.css"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let expected = gunzip(gzipped).await;
+
+    for accept in ["identity", "gzip;q=0, identity", ""] {
+        let plain = client()
+            .get(gateway.url("/docs/swagger-ui.css"))
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(plain.status(), 200);
+        assert!(
+            plain.headers().get("content-encoding").is_none(),
+            "{accept:?}: {:?}",
+            plain.headers()
+        );
+        assert_eq!(plain.headers()["vary"], "accept-encoding");
+        assert_eq!(
+            plain.bytes().await.unwrap().as_ref(),
+            expected.as_slice(),
+            "{accept:?}"
+        );
+    }
+}
