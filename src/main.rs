@@ -39,10 +39,35 @@ struct Cli {
 enum Command {
     /// Run the gateway: in AWS Lambda when AWS_LAMBDA_RUNTIME_API is set, else an HTTP server
     Serve,
-    /// Validate the configuration and exit (status 2 when invalid)
-    Check,
+    /// Validate the configuration and exit (status 2 when invalid), listing every problem
+    Check {
+        /// `text`, or `json` for CI and editors
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Lint without the production secrets: a secret_env that is not set is a note, not
+        /// a problem
+        #[arg(long)]
+        without_secrets: bool,
+    },
     /// Print the OpenAPI document of the configuration
     Openapi,
+    /// Print the JSON Schema of the configuration file
+    Schema,
+    /// Write a starting configuration (and its JSON Schema, for editors)
+    Init {
+        /// minimal, jwt, shared-redis or lambda
+        #[arg(long, default_value = "minimal")]
+        template: String,
+        /// Where to write it; `-` prints it instead
+        #[arg(long, default_value = "proxyfn.toml")]
+        output: PathBuf,
+        /// Replace a file that exists
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the effective configuration (file, environment overrides and defaults), with
+    /// passwords masked
+    Config,
     /// Ask the gateway of this configuration for GET /health (exit 0 when it answers 200);
     /// for container health checks
     Health,
@@ -105,6 +130,12 @@ enum KeysCommand {
     List { provider: String },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
 /// Exit status for an invalid configuration.
 const CONFIG_INVALID: u8 = 2;
 
@@ -113,6 +144,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let in_lambda = runtime::in_lambda();
 
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Init {
+        template,
+        output,
+        force,
+    } = &command
+    {
+        return init(template, output, *force);
+    }
+    if let Command::Check {
+        format,
+        without_secrets,
+    } = command
+    {
+        return check(cli.config.as_deref(), format, without_secrets);
+    }
     let (config, source) = match config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -121,18 +168,8 @@ fn main() -> ExitCode {
         }
     };
     init_logging(in_lambda, &config.log);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Check => match Plan::new(&config) {
-            Ok(plan) => {
-                println!(
-                    "{source}: OK ({} routes, {} upstreams)",
-                    plan.routes.len(),
-                    plan.upstreams.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(error) => config_failure(&error, false),
-        },
+    match command {
+        Command::Check { .. } | Command::Init { .. } => unreachable!("handled above"),
         Command::Openapi => match Plan::new(&config) {
             Ok(plan) => {
                 let document = proxyfn::docs::openapi(&plan);
@@ -142,21 +179,157 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(error) => config_failure(&error, false),
+            Err(error) => config_failure(&error.locate(&source), false),
         },
         Command::Serve => serve(&config, &source, in_lambda, started),
+        Command::Config => match config.to_masked_toml() {
+            Ok(text) => {
+                println!("# The effective configuration of {source}, every default written out.");
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("proxyfn: cannot print the configuration: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Schema => {
+            let document = config::json_schema::document();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&document).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
         Command::Health => match Plan::new(&config) {
             Ok(plan) => health(plan.server.listen),
-            Err(error) => config_failure(&error, false),
+            Err(error) => config_failure(&error.locate(&source), false),
         },
         Command::Keys(command) => match Plan::new(&config) {
             Ok(plan) => keys(&plan, command),
-            Err(error) => config_failure(&error, false),
+            Err(error) => config_failure(&error.locate(&source), false),
         },
         Command::Limits(command) => match Plan::new(&config) {
             Ok(plan) => limits(&plan, command),
-            Err(error) => config_failure(&error, false),
+            Err(error) => config_failure(&error.locate(&source), false),
         },
+    }
+}
+
+/// `proxyfn init`: writes a template, and the schema its `#:schema` line names beside it.
+fn init(name: &str, output: &std::path::Path, force: bool) -> ExitCode {
+    let Some(template) = config::templates::template(name) else {
+        let known: Vec<String> = config::templates::TEMPLATES
+            .iter()
+            .map(|t| format!("  {:<13} {}", t.name, t.about))
+            .collect();
+        eprintln!(
+            "proxyfn init: no template {name:?}; the templates are:\n{}",
+            known.join("\n")
+        );
+        return ExitCode::from(CONFIG_INVALID);
+    };
+    if output.as_os_str() == "-" {
+        print!("{}", template.text);
+        return ExitCode::SUCCESS;
+    }
+    if output.exists() && !force {
+        eprintln!(
+            "proxyfn init: {} exists; pass --force to replace it",
+            output.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let schema = output.with_file_name("proxyfn.schema.json");
+    let document =
+        serde_json::to_string_pretty(&config::json_schema::document()).unwrap_or_default();
+    let written = std::fs::write(output, template.text).and_then(|()| {
+        if schema.exists() && !force {
+            Ok(())
+        } else {
+            std::fs::write(&schema, document + "\n")
+        }
+    });
+    match written {
+        Ok(()) => {
+            println!(
+                "wrote {} (template {name}: {}) and {}; check it with: proxyfn check --config {}",
+                output.display(),
+                template.about,
+                schema.display(),
+                output.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("proxyfn init: cannot write {}: {error}", output.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `proxyfn check`: every problem of the configuration, as text or JSON; status 2 when any.
+fn check(explicit: Option<&std::path::Path>, format: Format, without_secrets: bool) -> ExitCode {
+    let secrets = if without_secrets {
+        config::Secrets::MayBeMissing
+    } else {
+        config::Secrets::Required
+    };
+    let checked = config::load_with(explicit, secrets).and_then(|(config, source)| {
+        Plan::validate(&config, secrets)
+            .map(|plan| (plan, source.clone()))
+            .map_err(|error| error.locate(&source))
+    });
+    let source_name = |source: Option<&config::ConfigSource>| {
+        source.map_or_else(
+            || {
+                explicit
+                    .map(|p| p.display().to_string())
+                    .or_else(|| std::env::var("PROXYFN_CONFIG").ok())
+                    .unwrap_or_else(|| "proxyfn.toml".to_owned())
+            },
+            ToString::to_string,
+        )
+    };
+    match (format, checked) {
+        (Format::Text, Ok((plan, source))) => {
+            println!(
+                "{source}: OK ({} routes, {} upstreams)",
+                plan.routes.len(),
+                plan.upstreams.len()
+            );
+            for note in &plan.notes {
+                println!("  note: {note}");
+            }
+            ExitCode::SUCCESS
+        }
+        (Format::Text, Err(error)) => {
+            for note in &error.notes {
+                eprintln!("  note: {note}");
+            }
+            config_failure(&error, false)
+        }
+        (Format::Json, checked) => {
+            let (valid, problems, notes, source) = match &checked {
+                Ok((plan, source)) => (true, vec![], &plan.notes, Some(source)),
+                Err(error) => (false, error.problems.iter().collect(), &error.notes, None),
+            };
+            let report = serde_json::json!({
+                "config": source_name(source),
+                "valid": valid,
+                "problems": problems.iter().map(|p| p.to_json()).collect::<Vec<_>>(),
+                "notes": notes.iter().map(config::ConfigProblem::to_json).collect::<Vec<_>>(),
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(CONFIG_INVALID)
+            }
+        }
     }
 }
 
@@ -374,6 +547,7 @@ fn serve(
         let app = match App::new(config).await {
             Ok(app) => app,
             Err(error) => {
+                let error = error.locate(source);
                 if in_lambda {
                     lambda::report_init_error("Runtime.ConfigError", &error.to_string()).await;
                 }

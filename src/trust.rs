@@ -80,7 +80,17 @@ pub const CLIENT_ADDRESS_HEADERS: &[&str] = &[
 ];
 
 /// What happens to a request header whose name contains `_` (`server.underscore_headers`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum UnderscoreHeaders {
     /// Removed before anything reads the request (nginx's `underscores_in_headers off`).

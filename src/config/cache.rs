@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use http::{HeaderName, header};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{ByteSize, Config, HumanDuration, plan::Problems};
 
 /// `[cache]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// `memory` (per instance, the default) or `redis` (shared by every instance).
@@ -37,7 +38,7 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheStoreKind {
     #[default]
@@ -46,7 +47,7 @@ pub enum CacheStoreKind {
 }
 
 /// Route `cache = { ttl, vary, per_principal }`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteCacheConfig {
     /// How long a response is served from the cache (shortened by the upstream's max-age).

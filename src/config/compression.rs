@@ -1,11 +1,12 @@
 //! `[compression]`: response compression negotiated with the client's `Accept-Encoding`.
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{ByteSize, Config, plan::Problems};
 
 /// `[compression]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompressionConfig {
     /// Compress responses the upstream sent uncompressed, when the client accepts it.

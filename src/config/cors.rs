@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{
     Config, HumanDuration,
@@ -11,7 +12,7 @@ use super::{
 };
 
 /// `[cors]`; absent, the gateway sends no CORS headers and browsers allow same-origin calls only.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Exact origins (`https://app.example.com`), or `["*"]` for any.

@@ -10,7 +10,7 @@ use figment::{
     value::{Dict, Map},
 };
 
-use super::{Config, ConfigError, ConfigProblem};
+use super::{Config, ConfigError, ConfigProblem, Location, Plan, Secrets, check};
 
 /// Which file (if any) the configuration was read from, for start-up logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +36,14 @@ const ENV_PREFIX: &str = "PROXYFN_";
 /// `explicit` is the `--config` argument. A path given explicitly (flag or `PROXYFN_CONFIG`)
 /// must exist; only the implicit `./proxyfn.toml` may be absent.
 pub fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource), ConfigError> {
+    load_with(explicit, Secrets::Required)
+}
+
+/// [`load`], validating what a file that does not load would need, with `secrets`.
+pub fn load_with(
+    explicit: Option<&Path>,
+    secrets: Secrets,
+) -> Result<(Config, ConfigSource), ConfigError> {
     let from_env = std::env::var_os("PROXYFN_CONFIG").map(PathBuf::from);
     let source = match explicit.map(Path::to_path_buf).or(from_env) {
         Some(path) if path.is_file() => ConfigSource::File(path),
@@ -49,16 +57,11 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource), ConfigErr
         None => ConfigSource::BuiltInDefault,
     };
 
-    let mut figment = Figment::new();
-    if let ConfigSource::File(path) = &source {
-        figment = figment.merge(TomlSource::File(path.clone()));
-    }
-    figment = figment.merge(
-        Env::prefixed(ENV_PREFIX)
-            .filter(|key| key != "config")
-            .split("__"),
-    );
-    let mut config: Config = figment.extract().map_err(from_figment)?;
+    let figment = figment_for(&source);
+    let mut config: Config = match figment.extract() {
+        Ok(config) => config,
+        Err(error) => return Err(every_problem(&figment, &source, error, secrets)),
+    };
     if let ConfigSource::File(path) = &source {
         config.base_dir = path.parent().map(Path::to_path_buf);
     }
@@ -66,10 +69,164 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource), ConfigErr
     Ok((config, source))
 }
 
+/// The file (if any), then the `PROXYFN_*` environment.
+fn figment_for(source: &ConfigSource) -> Figment {
+    let mut figment = Figment::new();
+    if let ConfigSource::File(path) = source {
+        figment = figment.merge(TomlSource::File(path.clone()));
+    }
+    figment.merge(
+        Env::prefixed(ENV_PREFIX)
+            .filter(|key| key != "config")
+            .split("__"),
+    )
+}
+
 pub(super) fn from_toml(text: &str) -> Result<Config, ConfigError> {
-    Figment::from(TomlSource::Text(text.to_owned()))
-        .extract()
-        .map_err(from_figment)
+    let figment = Figment::from(TomlSource::Text(text.to_owned()));
+    figment.extract().map_err(|error| {
+        let mut problems = structural_and_semantic(&figment, error, None, Secrets::Required);
+        check::locate(&mut problems, Some(("config", text)), &|_| None);
+        ConfigError {
+            problems,
+            notes: Vec::new(),
+        }
+    })
+}
+
+/// Every problem of a configuration that does not deserialize: all structural ones at once
+/// (see [`check`]), and the semantic ones of what is left, each located.
+fn every_problem(
+    figment: &Figment,
+    source: &ConfigSource,
+    error: figment::Error,
+    secrets: Secrets,
+) -> ConfigError {
+    let file = match source {
+        ConfigSource::File(path) => std::fs::read_to_string(path)
+            .ok()
+            .map(|text| (path.display().to_string(), text)),
+        ConfigSource::BuiltInDefault => None,
+    };
+    if let Some((name, text)) = &file {
+        let syntax = syntax_problems(name, text);
+        if !syntax.is_empty() {
+            return ConfigError {
+                problems: syntax,
+                notes: Vec::new(),
+            };
+        }
+    }
+    let base_dir = match source {
+        ConfigSource::File(path) => path.parent().map(Path::to_path_buf),
+        ConfigSource::BuiltInDefault => None,
+    };
+    let mut problems = structural_and_semantic(figment, error, base_dir, secrets);
+    let file = file
+        .as_ref()
+        .map(|(name, text)| (name.as_str(), text.as_str()));
+    check::locate(&mut problems, file, &from_environment);
+    ConfigError {
+        problems,
+        notes: Vec::new(),
+    }
+}
+
+/// TOML syntax errors, each with its line; all of them, not only the first.
+fn syntax_problems(name: &str, text: &str) -> Vec<ConfigProblem> {
+    let (_, errors) = toml::de::DeTable::parse_recoverable(text);
+    errors
+        .into_iter()
+        .map(|error| {
+            let line = error.span().map_or(1, |span| {
+                text[..span.start.min(text.len())].matches('\n').count() + 1
+            });
+            let mut problem =
+                ConfigProblem::new("", format!("TOML syntax: {}", error.message().trim_end()));
+            problem.location = Some(Location::File {
+                file: name.to_owned(),
+                line,
+            });
+            problem
+        })
+        .collect()
+}
+
+fn structural_and_semantic(
+    figment: &Figment,
+    error: figment::Error,
+    base_dir: Option<PathBuf>,
+    secrets: Secrets,
+) -> Vec<ConfigProblem> {
+    let Ok(document) = figment.extract::<serde_json::Value>() else {
+        return from_figment(error).problems;
+    };
+    let structural = check::structural(&document);
+    if structural.is_empty() {
+        // The schema found nothing serde did: serde's words are all there is.
+        return from_figment(error).problems;
+    }
+    let mut problems: Vec<ConfigProblem> = structural
+        .iter()
+        .map(|s| ConfigProblem::new(key_path(&s.path), s.message.clone()))
+        .collect();
+    if structural.iter().all(|s| s.removable) {
+        let removed: Vec<Vec<String>> = structural.iter().map(|s| s.path.clone()).collect();
+        let mended = check::without(document, &removed);
+        if let Ok(mut config) = serde_json::from_value::<Config>(mended) {
+            config.base_dir = base_dir;
+            if let Err(semantic) = Plan::validate(&config, secrets) {
+                let removed: Vec<String> = removed.iter().map(|p| key_path(p)).collect();
+                problems.extend(semantic.problems.into_iter().filter(|p| {
+                    !removed.iter().any(|r| {
+                        p.key == *r
+                            || p.key.starts_with(&format!("{r}."))
+                            || p.key.starts_with(&format!("{r}["))
+                    })
+                }));
+            }
+        }
+    }
+    problems
+}
+
+/// The environment variable a key's value came from, if it came from one: the key's own
+/// (`PROXYFN_SERVER__TIMEOUT`) or an ancestor's, or `PORT` for the listen address.
+fn from_environment(key: &str) -> Option<String> {
+    if key == "server.listen" && std::env::var_os("PORT").is_some() {
+        return Some("PORT".to_owned());
+    }
+    std::env::vars_os().find_map(|(name, _)| {
+        let name = name.into_string().ok()?;
+        let rest = name.strip_prefix(ENV_PREFIX)?;
+        if rest.eq_ignore_ascii_case("config") {
+            return None;
+        }
+        let dotted = rest.to_ascii_lowercase().replace("__", ".");
+        (key == dotted
+            || key.starts_with(&format!("{dotted}."))
+            || key.starts_with(&format!("{dotted}[")))
+        .then_some(name)
+    })
+}
+
+impl ConfigError {
+    /// Says where each problem is (the file's line, or the environment variable) and which
+    /// route it concerns. Problems found while loading already are; this is for the ones
+    /// validation finds later.
+    pub fn locate(mut self, source: &ConfigSource) -> Self {
+        let file = match source {
+            ConfigSource::File(path) => std::fs::read_to_string(path)
+                .ok()
+                .map(|text| (path.display().to_string(), text)),
+            ConfigSource::BuiltInDefault => None,
+        };
+        let file = file
+            .as_ref()
+            .map(|(name, text)| (name.as_str(), text.as_str()));
+        check::locate(&mut self.problems, file, &from_environment);
+        self
+    }
 }
 
 /// TOML for figment, read with the `toml` crate's own parser instead of figment's `Toml`
@@ -131,13 +288,13 @@ fn from_figment(error: figment::Error) -> ConfigError {
                 Some(None) => format!(" (from {})", env_var_name(&e.path)),
                 None => String::new(),
             };
-            ConfigProblem {
-                key: key_path(&e.path),
-                message: format!("{}{origin}", e.kind),
-            }
+            ConfigProblem::new(key_path(&e.path), format!("{}{origin}", e.kind))
         })
         .collect();
-    ConfigError { problems }
+    ConfigError {
+        problems,
+        notes: Vec::new(),
+    }
 }
 
 /// `["server", "timeout"]` -> `PROXYFN_SERVER__TIMEOUT`.
@@ -184,7 +341,17 @@ mod tests {
             from_toml("[server]\nlisten = \"127.0.0.1:1\"\nbody_limt = \"1MB\"\n").unwrap_err();
         let problem = &err.problems[0];
         assert_eq!(problem.key, "server.body_limt");
-        assert!(problem.message.contains("unknown field"), "{problem}");
+        assert_eq!(
+            problem.message,
+            r#"unknown key "body_limt"; did you mean "body_limit"?"#
+        );
+        assert_eq!(
+            problem.location,
+            Some(Location::File {
+                file: "config".into(),
+                line: 3
+            })
+        );
     }
 
     #[test]

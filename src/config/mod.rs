@@ -5,27 +5,31 @@
 //! instead of silently disabling a policy.
 
 mod cache;
+mod check;
 mod compression;
 mod cors;
+pub mod json_schema;
 mod load;
 mod observability;
 mod plan;
 mod rate_limit;
 mod schema;
+pub mod templates;
 mod transform;
 mod units;
 mod versioning;
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 pub use cache::{
     CacheConfig, CacheSettings, CacheStore, CacheStoreKind, RouteCacheConfig, RouteCacheSettings,
 };
 pub use compression::{CompressionConfig, CompressionSettings};
 pub use cors::{CorsConfig, CorsHeaders, CorsOrigins, CorsSettings};
-pub use load::{ConfigSource, load};
+pub use load::{ConfigSource, load, load_with};
 pub use observability::{
     DocsConfig, DocsSettings, LogBuffer, LogConfig, LogFormat, LogSettings, MetricsConfig,
     MetricsSettings, REDACTED, Redaction,
@@ -34,7 +38,7 @@ pub use plan::{
     AggregateBackend, ApiKeyEntry, ApiKeySettings, AuthSettings, BUILTIN_PATHS, BreakerSettings,
     DOCS_PATH, FaultSettings, HealthCheckSettings, JwtKeySource, JwtSettings, KeyLocation,
     LambdaSettings, METRICS_PATH, MockResponse, OPENAPI_PATH, Plan, ProviderRef, RetrySettings,
-    RouteAction, RoutePlan, ServerSettings, TargetPath, TemplatePart, UpstreamSettings,
+    RouteAction, RoutePlan, Secrets, ServerSettings, TargetPath, TemplatePart, UpstreamSettings,
     parse_digest,
 };
 pub use rate_limit::{LimitKey, PolicySettings, RateLimitSettings, RateLimitStore, quota_problems};
@@ -49,7 +53,7 @@ pub use versioning::{
 };
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -73,7 +77,7 @@ pub struct Config {
 }
 
 /// `[lambda]`: how invocations are answered in Lambda mode.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LambdaConfig {
     /// Largest invocation response (the JSON the Runtime API gets); Lambda refuses more than
@@ -90,7 +94,7 @@ impl Default for LambdaConfig {
 }
 
 /// `[rate_limit]`: where rate-limit state lives, shared by every policy.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// `memory` (per instance, the default) or `redis` (shared by every instance).
@@ -119,7 +123,7 @@ impl Default for RateLimitConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RateLimitStoreKind {
     #[default]
@@ -128,7 +132,7 @@ pub enum RateLimitStoreKind {
 }
 
 /// `on_store_error`: fail open, fail closed (503), or limit per instance meanwhile.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum OnStoreError {
     Allow,
@@ -138,7 +142,7 @@ pub enum OnStoreError {
 }
 
 /// `[rate_limits.NAME]`: `limit` requests per `per` for each `key`, up to `burst` at once.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitPolicyConfig {
     /// `ip`, `user`, `api_key`, `header:NAME` or `global`.
@@ -150,7 +154,7 @@ pub struct RateLimitPolicyConfig {
 }
 
 /// One name or a list of names: `rate_limit = "a"` or `rate_limit = ["a", "b"]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -167,7 +171,7 @@ impl OneOrMany {
 }
 
 /// `[auth]`: identity providers that routes name in `auth = ["jwt:NAME", "api_key:NAME"]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub jwt: BTreeMap<String, JwtConfig>,
@@ -175,7 +179,7 @@ pub struct AuthConfig {
 }
 
 /// `[auth.jwt.NAME]`: bearer tokens verified against one key source.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Keys from a JSON Web Key Set endpoint.
@@ -211,7 +215,7 @@ pub struct JwtConfig {
 }
 
 /// `[auth.api_keys.NAME]`: static keys, stored as SHA-256 digests.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeysConfig {
     /// Header carrying the key (default `x-api-key`).
@@ -231,7 +235,7 @@ pub struct ApiKeysConfig {
 
 /// `forward_identity = { id = "x-api-key-id", scopes = "x-api-key-scopes" }`; `""` turns
 /// one off.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForwardIdentityConfig {
     pub id: String,
@@ -247,7 +251,7 @@ impl Default for ForwardIdentityConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyStoreKind {
     #[default]
@@ -255,7 +259,7 @@ pub enum KeyStoreKind {
     Redis,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// The principal this key identifies.
@@ -287,10 +291,32 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         load::from_toml(text)
     }
+
+    /// The configuration as TOML, every default written out (`proxyfn config`), with the
+    /// passwords of Redis URLs masked. Secrets themselves are never in a configuration, only
+    /// the names of the variables holding them (`secret_env`).
+    pub fn to_masked_toml(&self) -> Result<String, String> {
+        let mut shown = self.clone();
+        let mask = |url: &mut Option<String>| {
+            if let Some(text) = url
+                && let Ok(mut parsed) = url::Url::parse(text)
+                && parsed.password().is_some()
+                && parsed.set_password(Some("***")).is_ok()
+            {
+                *text = parsed.to_string();
+            }
+        };
+        mask(&mut shown.rate_limit.redis_url);
+        mask(&mut shown.cache.redis_url);
+        for keys in shown.auth.api_keys.values_mut() {
+            mask(&mut keys.redis_url);
+        }
+        toml::to_string(&shown).map_err(|e| e.to_string())
+    }
 }
 
 /// `[server]`: how the gateway listens and the limits every request obeys.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on in server mode. `PORT` overrides the port.
@@ -354,7 +380,7 @@ impl Default for ServerConfig {
 }
 
 /// `trusted_proxies = 2` or `trusted_proxies = ["10.0.0.0/8", "192.168.1.5"]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum TrustedProxiesConfig {
     Count(usize),
@@ -362,7 +388,7 @@ pub enum TrustedProxiesConfig {
 }
 
 /// `[upstreams.NAME]`: a backend service.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL; a path part (`http://host/api`) is prefixed to every forwarded path.
@@ -383,7 +409,7 @@ pub struct UpstreamConfig {
 }
 
 /// `retry = { attempts, backoff, max_backoff, ... }`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Total attempts, the first included.
@@ -403,7 +429,7 @@ pub struct RetryConfig {
 }
 
 /// `circuit_breaker = { failure_ratio, min_requests, window, open_for, half_open_requests }`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     pub failure_ratio: f64,
@@ -415,7 +441,7 @@ pub struct CircuitBreakerConfig {
 }
 
 /// `health_check = { path, interval, timeout }` (active probes, server mode)
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     pub path: String,
@@ -465,7 +491,7 @@ fn default_connect_timeout() -> HumanDuration {
 }
 
 /// `[[routes]]`: a path template and what serves it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// axum path syntax: `/users/{id}`, `/files/{*rest}`.
@@ -508,7 +534,7 @@ pub struct RouteConfig {
 }
 
 /// One backend of an `aggregate` route.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateBackendConfig {
     pub upstream: String,
@@ -527,7 +553,7 @@ pub struct AggregateBackendConfig {
 }
 
 /// `fault = { delay, delay_percent, abort_status, abort_percent }`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultConfig {
     pub delay: Option<HumanDuration>,
@@ -539,7 +565,7 @@ pub struct FaultConfig {
 }
 
 /// A fixed response served by the gateway.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MockResponseConfig {
     #[serde(default = "default_mock_status")]
@@ -555,36 +581,92 @@ fn default_mock_status() -> u16 {
 }
 
 /// Every problem found in a configuration, each with the key path it concerns.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Default, thiserror::Error)]
 #[error("invalid configuration:\n{}", self.problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigError {
     pub problems: Vec<ConfigProblem>,
+    /// What validation noted without refusing (secrets missing while linting).
+    pub notes: Vec<ConfigProblem>,
 }
 
 /// One problem: where (`routes[2].upstream`) and what.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ConfigProblem {
     pub key: String,
     pub message: String,
+    /// Where the key is: a file's line, or an environment variable (filled in when the
+    /// problems are reported, see [`ConfigError::locate`]).
+    pub location: Option<Location>,
+    /// For a problem of `routes[N]`, that route's `path`.
+    pub route: Option<String>,
+}
+
+/// Where a configuration value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    File { file: String, line: usize },
+    Environment(String),
+}
+
+impl ConfigProblem {
+    /// The problem for `proxyfn check --format json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut json = serde_json::json!({ "key": self.key, "message": self.message });
+        if let Some(route) = &self.route {
+            json["route"] = route.as_str().into();
+        }
+        match &self.location {
+            Some(Location::File { file, line }) => {
+                json["file"] = file.as_str().into();
+                json["line"] = (*line).into();
+            }
+            Some(Location::Environment(variable)) => json["variable"] = variable.as_str().into(),
+            None => {}
+        }
+        json
+    }
+
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The key path with the route's path after its index: `routes[2] (/users/{id}).upstream`.
+    pub fn display_key(&self) -> String {
+        match (&self.route, self.key.find(']')) {
+            (Some(route), Some(end)) if self.key.starts_with("routes[") => {
+                format!("{} ({route}){}", &self.key[..=end], &self.key[end + 1..])
+            }
+            _ => self.key.clone(),
+        }
+    }
 }
 
 impl std::fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.key.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
+        if let Some(Location::File { file, line }) = &self.location {
+            write!(f, "{file}:{line}: ")?;
         }
+        if self.key.is_empty() {
+            f.write_str(&self.message)?;
+        } else {
+            write!(f, "{}: {}", self.display_key(), self.message)?;
+        }
+        if let Some(Location::Environment(variable)) = &self.location {
+            write!(f, " (from {variable})")?;
+        }
+        Ok(())
     }
 }
 
 impl ConfigError {
     pub fn single(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            problems: vec![ConfigProblem {
-                key: key.into(),
-                message: message.into(),
-            }],
+            problems: vec![ConfigProblem::new(key, message)],
+            notes: Vec::new(),
         }
     }
 }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
 use super::{
@@ -12,7 +13,7 @@ use super::{
 };
 
 /// `[log]`
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter (`info`, `proxyfn=debug,warn`); `RUST_LOG` wins when set.
@@ -29,7 +30,7 @@ pub struct LogConfig {
     pub flush_interval: Option<HumanDuration>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -39,7 +40,7 @@ pub enum LogFormat {
 }
 
 /// `[metrics]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Record metrics: Prometheus text at `GET /metrics` in server mode, CloudWatch EMF lines
@@ -59,7 +60,7 @@ impl Default for MetricsConfig {
 }
 
 /// `[docs]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DocsConfig {
     /// Serve `GET /openapi.json` and Swagger UI at `GET /docs`.
@@ -287,7 +288,7 @@ mod tests {
 
     fn log_of(toml: &str) -> Result<LogSettings, Vec<String>> {
         let config = Config::from_toml(toml).expect("parses");
-        let mut problems = Problems::default();
+        let mut problems = Problems(Vec::new(), Vec::new(), Default::default());
         let settings = log_settings(&config, &mut problems);
         let found: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
         if found.is_empty() {

@@ -52,6 +52,8 @@ pub struct Plan {
     /// `None`: no CORS headers (same-origin browser calls only).
     pub cors: Option<super::CorsSettings>,
     pub lambda: LambdaSettings,
+    /// What validation noted without refusing (secrets missing while linting).
+    pub notes: Vec<ConfigProblem>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -308,7 +310,13 @@ impl RoutePlan {
 impl Plan {
     /// Validates `config`, reporting every problem found.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
-        let mut problems = Problems::default();
+        Self::validate(config, Secrets::Required)
+    }
+
+    /// Validates `config`; with [`Secrets::MayBeMissing`], a `secret_env` that is not set is
+    /// a note in the plan ([`Plan::notes`]) rather than a problem.
+    pub fn validate(config: &Config, secrets: Secrets) -> Result<Self, ConfigError> {
+        let mut problems = Problems(Vec::new(), Vec::new(), secrets);
         let server = server_settings(config, &mut problems);
         let upstreams = config
             .upstreams
@@ -352,7 +360,7 @@ impl Plan {
                 route_plan(index, route, config, &mut problems).map(|plan| (index, plan))
             })
             .collect();
-        check_route_table(&routes, &mut problems);
+        check_route_table(&route_shapes(config), &mut problems);
         let routes = routes.into_iter().map(|(_, plan)| plan).collect();
 
         match (server, problems.0.is_empty()) {
@@ -370,23 +378,38 @@ impl Plan {
                 cache,
                 cors,
                 lambda,
+                notes: problems.1,
             }),
             _ => Err(ConfigError {
                 problems: problems.0,
+                notes: problems.1,
             }),
         }
     }
 }
 
 #[derive(Default)]
-pub(super) struct Problems(pub(super) Vec<ConfigProblem>);
+pub(super) struct Problems(
+    pub(super) Vec<ConfigProblem>,
+    /// Notes: what is fine for this validation but would not be for serving.
+    pub(super) Vec<ConfigProblem>,
+    pub(super) Secrets,
+);
+
+/// Whether validation needs the secrets the configuration names (`secret_env`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Secrets {
+    /// Serving: a missing secret is a problem.
+    #[default]
+    Required,
+    /// Linting without production secrets (`proxyfn check --without-secrets`): a missing
+    /// secret is a note, and a stand-in key takes its place.
+    MayBeMissing,
+}
 
 impl Problems {
     pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigProblem {
-            key: key.into(),
-            message: message.into(),
-        });
+        self.0.push(ConfigProblem::new(key, message));
     }
 }
 
@@ -650,14 +673,30 @@ fn upstream_settings(
 
 /// Validates one base URL and returns it without a trailing slash.
 fn base_url(key: &str, raw: &str, problems: &mut Problems) -> Option<String> {
+    // Schemes are case-insensitive (RFC 3986 §3.1).
+    let scheme = raw
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("http" | "https")) {
+        // `localhost:9000` means http://localhost:9000; anything else is shown as it is.
+        let message = if raw.contains(['/', '@']) || raw.is_empty() {
+            "must start with http:// or https://".to_owned()
+        } else {
+            format!("must start with http:// or https://, as in \"http://{raw}\"")
+        };
+        problems.add(key, message);
+        return None;
+    }
     let url = match reqwest::Url::parse(raw) {
         Ok(url) => url,
-        Err(e) if raw.contains('@') => {
-            problems.add(key, format!("invalid URL: {e}"));
-            return None;
-        }
-        Err(e) => {
-            problems.add(key, format!("invalid URL {raw:?}: {e}"));
+        Err(error) => {
+            // Never echo credentials back into logs.
+            let shown = if raw.contains('@') {
+                "the URL".to_owned()
+            } else {
+                format!("{raw:?}")
+            };
+            problems.add(key, format!("{}: {shown}", url_problem(error)));
             return None;
         }
     };
@@ -671,10 +710,7 @@ fn base_url(key: &str, raw: &str, problems: &mut Problems) -> Option<String> {
         problems.add(key, format!("{message} in {:?}", shown.as_str()));
         valid = false;
     };
-    if !matches!(url.scheme(), "http" | "https") {
-        complain("the scheme must be http or https");
-    }
-    if url.host_str().is_none() {
+    if url.host_str().is_none_or(str::is_empty) {
         complain("a host is required");
     }
     if url.query().is_some() || url.fragment().is_some() {
@@ -684,6 +720,21 @@ fn base_url(key: &str, raw: &str, problems: &mut Problems) -> Option<String> {
         complain("credentials do not belong in the URL (pass them through the environment)");
     }
     valid.then(|| url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// What is wrong with a URL, in words a configuration's reader knows.
+pub(super) fn url_problem(error: url::ParseError) -> &'static str {
+    use url::ParseError as E;
+    match error {
+        E::EmptyHost => "the URL has no host",
+        E::InvalidPort => "the URL's port is not a number from 1 to 65535",
+        E::InvalidIpv4Address | E::InvalidIpv6Address => "the URL's IP address is not valid",
+        E::InvalidDomainCharacter | E::IdnaError => "the URL's host name is not valid",
+        E::RelativeUrlWithoutBase | E::RelativeUrlWithCannotBeABaseBase => {
+            "not an absolute URL; write scheme://host[:port][/path]"
+        }
+        _ => "not a valid URL",
+    }
 }
 
 fn route_plan(
@@ -1046,6 +1097,13 @@ fn jwt_settings(name: &str, jwt: &JwtConfig, problems: &mut Problems) -> Option<
                     format!("the secret in ${var} is shorter than 32 bytes"),
                 );
                 None
+            }
+            Err(_) if problems.2 == Secrets::MayBeMissing => {
+                problems.1.push(ConfigProblem::new(
+                    format!("{key}.secret_env"),
+                    format!("${var} is not set: fine for this check, required to serve"),
+                ));
+                Some(JwtKeySource::Static(DecodingKey::from_secret(&[0; 32])))
             }
             Err(_) => {
                 problems.add(
@@ -1469,22 +1527,62 @@ fn mock_response(
 /// A route's config index, its methods (`None`: any) and its version.
 type IndexedMethods<'a> = (usize, &'a Option<Vec<Method>>, &'a Option<String>);
 
-fn check_route_table(routes: &[(usize, RoutePlan)], problems: &mut Problems) {
+/// What the route table needs of a route: its index, path, methods and version. Every route
+/// whose path is valid counts, whatever else is wrong with it, so that a file's overlaps are
+/// reported together with its other problems.
+struct RouteShape {
+    index: usize,
+    path: String,
+    methods: Option<Vec<Method>>,
+    version: Option<String>,
+}
+
+fn route_shapes(config: &Config) -> Vec<RouteShape> {
+    let mut ignored = Problems(Vec::new(), Vec::new(), Secrets::Required);
+    config
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, route)| check_path_template(&route.path).is_ok())
+        .map(|(index, route)| RouteShape {
+            index,
+            path: route.path.clone(),
+            methods: route.methods.as_ref().map(|methods| {
+                methods
+                    .iter()
+                    .filter_map(|m| parse_method("", m, &mut ignored))
+                    .collect()
+            }),
+            version: route.version.clone(),
+        })
+        .collect()
+}
+
+fn check_route_table(routes: &[RouteShape], problems: &mut Problems) {
     let mut by_path: BTreeMap<&str, Vec<IndexedMethods<'_>>> = BTreeMap::new();
-    for (index, route) in routes {
+    for route in routes {
         by_path
             .entry(&route.path)
             .or_default()
-            .push((*index, &route.methods, &route.version));
+            .push((route.index, &route.methods, &route.version));
     }
     let mut router = matchit::Router::new();
     for (path, entries) in &by_path {
         if let Err(e) = router.insert(*path, ()) {
             let index = entries[0].0;
-            problems.add(
-                format!("routes[{index}].path"),
-                format!("conflicts with another route: {e}"),
-            );
+            let message = match e {
+                matchit::InsertError::Conflict { with } => {
+                    let other = by_path
+                        .get(with.as_str())
+                        .map_or(String::new(), |e| format!("routes[{}] ", e[0].0));
+                    format!(
+                        "overlaps {other}({with:?}): both would match the same requests; name \
+                         the parameters at the same place alike, or make one of the segments literal"
+                    )
+                }
+                other => format!("not a path the router can take: {other}"),
+            };
+            problems.add(format!("routes[{index}].path"), message);
         }
         for (a, (index_a, methods_a, version_a)) in entries.iter().enumerate() {
             for (index_b, methods_b, version_b) in &entries[a + 1..] {
@@ -1693,11 +1791,11 @@ mod tests {
         let found = problems(
             "[[routes]]\npath = \"/a/{x}\"\nresponse = {}\n[[routes]]\npath = \"/a/{y}\"\nresponse = {}\n",
         );
-        assert!(
-            found
-                .iter()
-                .any(|p| p.contains("conflicts with another route")),
-            "{found:?}"
+        assert_eq!(
+            found,
+            [
+                r#"routes[1].path: overlaps routes[0] ("/a/{x}"): both would match the same requests; name the parameters at the same place alike, or make one of the segments literal"#
+            ]
         );
     }
 

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 
 use http::{HeaderName, HeaderValue, header};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::plan::Problems;
 
 /// `transform = { request = {...}, response = {...} }`
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransformConfig {
     pub request: Option<TransformSideConfig>,
@@ -18,7 +19,7 @@ pub struct TransformConfig {
 
 /// One direction's rewrites. JSON operations run in this order: `allow`, `deny`, `rename`,
 /// `move`, `wrap`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransformSideConfig {
     /// JSON pointers (RFC 6901) of the only members kept.
@@ -36,7 +37,7 @@ pub struct TransformSideConfig {
 }
 
 /// `headers = { add = {...}, remove = [...], rename = {...} }`, applied remove, rename, add.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeaderOpsConfig {
     /// Set these fields, replacing any value they had.

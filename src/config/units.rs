@@ -1,9 +1,26 @@
 //! Human-friendly units used throughout the configuration: durations (`"250ms"`, `"30s"`,
 //! `"1m"`) and sizes (`"10MB"`, `"32KB"`).
 
-use std::{fmt, time::Duration};
+use std::{borrow::Cow, fmt, time::Duration};
 
-use serde::{Deserialize, Deserializer, de};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+/// The JSON Schema `format` of a duration string; `proxyfn check` validates it with the same
+/// parser as the configuration does ([`is_duration`]).
+pub const DURATION_FORMAT: &str = "duration";
+/// The JSON Schema `format` of a size string ([`is_size`]).
+pub const SIZE_FORMAT: &str = "byte-size";
+
+/// Whether `text` parses as a [`HumanDuration`].
+pub fn is_duration(text: &str) -> bool {
+    humantime::parse_duration(text.trim()).is_ok()
+}
+
+/// Whether `text` parses as a [`ByteSize`].
+pub fn is_size(text: &str) -> bool {
+    ByteSize::parse(text).is_ok()
+}
 
 /// A duration written as a string such as `"250ms"`, `"30s"`, `"1m"` or `"1h 30m"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -19,6 +36,27 @@ impl<'de> Deserialize<'de> for HumanDuration {
                     "invalid duration {text:?} ({e}); use e.g. \"250ms\", \"30s\", \"1m\""
                 ))
             })
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl JsonSchema for HumanDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": DURATION_FORMAT,
+            "description": "A duration: a number and a unit (ns, us, ms, s, m, h, d), such as \"250ms\", \"30s\", \"1m\" or \"1h 30m\".",
+            "examples": ["30s"]
+        })
     }
 }
 
@@ -90,6 +128,42 @@ impl<'de> Deserialize<'de> for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} bytes", self.0)
+    }
+}
+
+impl ByteSize {
+    /// The size as the configuration writes it, in the largest unit that is exact.
+    pub fn to_config_string(self) -> String {
+        let n = self.0;
+        for (unit, factor) in [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)] {
+            if n >= factor && n.is_multiple_of(factor) {
+                return format!("{}{unit}", n / factor);
+            }
+        }
+        format!("{n}B")
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_config_string())
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // `format` applies to strings and `minimum` to numbers: one schema for both forms.
+        json_schema!({
+            "type": ["string", "integer"],
+            "format": SIZE_FORMAT,
+            "minimum": 0,
+            "description": "A size: binary units as in nginx (\"512B\", \"32KB\" = 32768 bytes, \"10MB\", \"1GB\"), or a number of bytes.",
+            "examples": ["10MB"]
+        })
     }
 }
 

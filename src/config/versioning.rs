@@ -4,13 +4,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderName, HeaderValue};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::{Config, plan::Problems};
 
 /// `[versioning]`: how a request names the version of a versioned route. A path prefix
 /// (`/v2/things`) always works; then the header, then the query parameter, then `default`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct VersioningConfig {
     /// The version of requests that name none.
@@ -39,14 +40,14 @@ pub struct VersioningSettings {
 }
 
 /// `deprecated = { since, sunset, link }` or `deprecated = true`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum DeprecatedConfig {
     Flag(bool),
     Details(DeprecationDetails),
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeprecationDetails {
     /// When the route was (or will be) deprecated: `"2026-01-31"` or an RFC 3339 time.
@@ -185,7 +186,7 @@ mod tests {
 
     #[test]
     fn deprecation_headers_follow_rfc_9745_and_8594() {
-        let mut problems = Problems::default();
+        let mut problems = Problems(Vec::new(), Vec::new(), Default::default());
         let config = DeprecatedConfig::Details(DeprecationDetails {
             since: Some("2026-01-31".into()),
             sunset: Some("2027-06-30".into()),
@@ -209,7 +210,7 @@ mod tests {
 
     #[test]
     fn a_bare_flag_dates_the_deprecation_to_the_day_of_loading() {
-        let mut problems = Problems::default();
+        let mut problems = Problems(Vec::new(), Vec::new(), Default::default());
         let loaded = UNIX_EPOCH + Duration::from_secs(1_795_219_200 + 3_600);
         let headers =
             deprecation("d", &DeprecatedConfig::Flag(true), loaded, &mut problems).unwrap();

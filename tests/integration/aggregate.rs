@@ -291,11 +291,11 @@ aggregate = [
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     for expected in [
-        "routes[0]: set only one of",
-        "routes[1].aggregate[0].upstream",
-        "routes[1].aggregate[1].path",
-        "routes[1].aggregate[1].key",
-        "routes[1].aggregate[1].method",
+        "routes[0] (/x/{id}): set only one of",
+        "routes[1] (/y/{id}).aggregate[0].upstream",
+        "routes[1] (/y/{id}).aggregate[1].path",
+        "routes[1] (/y/{id}).aggregate[1].key",
+        "routes[1] (/y/{id}).aggregate[1].method",
     ] {
         assert!(stderr.contains(expected), "{expected} in {stderr}");
     }

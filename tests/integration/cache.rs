@@ -258,8 +258,8 @@ cache = { ttl = "30s", vary = ["authorization"] }
     let stderr = String::from_utf8_lossy(&output.stderr);
     for key in [
         "cache.redis_url",
-        "routes[0].cache:",
-        "routes[0].cache.vary[0]",
+        "routes[0] (/a).cache:",
+        "routes[0] (/a).cache.vary[0]",
     ] {
         assert!(stderr.contains(key), "{key} in {stderr}");
     }

@@ -223,8 +223,11 @@ fn a_route_on_a_builtin_path_is_refused_while_the_builtin_is_on() {
     let output = file.run(&["check"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("routes[0].path"), "{stderr}");
-    assert!(stderr.contains("routes[1].path"), "{stderr}");
+    assert!(
+        stderr.contains("routes[0] (/docs/{*rest}).path"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("routes[1] (/metrics).path"), "{stderr}");
 }
 
 #[tokio::test]

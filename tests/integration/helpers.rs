@@ -432,13 +432,33 @@ impl Process {
     /// `rust_log`: the RUST_LOG to run with; `None` leaves the level to `[log] level`.
     pub async fn start_with(config: &str, rust_log: Option<&str>, envs: &[(&str, &str)]) -> Self {
         let port = closed_port().await;
+        Self::spawn(
+            &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{config}"),
+            port,
+            rust_log,
+            envs,
+        )
+        .await
+    }
+
+    /// The binary serving `config` as it is (it may have a `[server]` table of its own),
+    /// listening on a free port set through the environment.
+    pub async fn start_unchanged(config: &str) -> Self {
+        let port = closed_port().await;
+        let listen = format!("127.0.0.1:{port}");
+        Self::spawn(
+            config,
+            port,
+            Some("info"),
+            &[("PROXYFN_SERVER__LISTEN", listen.as_str())],
+        )
+        .await
+    }
+
+    async fn spawn(config: &str, port: u16, rust_log: Option<&str>, envs: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxyfn.toml");
-        std::fs::write(
-            &path,
-            format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{config}"),
-        )
-        .unwrap();
+        std::fs::write(&path, config).unwrap();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_proxyfn"))
             .arg("--config")
             .arg(&path)

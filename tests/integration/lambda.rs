@@ -708,7 +708,7 @@ async fn an_invalid_config_is_reported_as_an_init_error_and_exits_2() {
         body["errorMessage"]
             .as_str()
             .unwrap()
-            .contains("routes[0].upstream"),
+            .contains("proxyfn.toml:3: routes[0] (/x).upstream"),
         "{body}"
     );
 }
@@ -1855,4 +1855,16 @@ async fn a_deadline_already_past_on_arrival_falls_back_to_the_server_timeout() {
         .lines_containing("Lambda-Runtime-Deadline-Ms", 1)
         .await;
     assert_eq!(warnings, 1, "warned once");
+}
+
+#[tokio::test]
+async fn the_lambda_init_template_serves_a_rest_api_with_a_stage() {
+    let template = proxyfn::config::templates::template("lambda").unwrap();
+    let function = Function::start(template.text).await;
+    let response = function
+        .api
+        .respond(rest_event("GET", "/hello", "prod", json!({}), &[], None))
+        .await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(response["body"], "hello from proxyfn");
 }

@@ -213,9 +213,9 @@ transform.request.headers.add = { "content-length" = "5" }
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     for key in [
-        "routes[0].transform.response.rename.\"/a/b\"",
-        "routes[0].transform.response.deny[0]",
-        "routes[0].transform.request.headers.add.content-length",
+        "routes[0] (/a).transform.response.rename.\"/a/b\"",
+        "routes[0] (/a).transform.response.deny[0]",
+        "routes[0] (/a).transform.request.headers.add.content-length",
     ] {
         assert!(stderr.contains(key), "{key} in {stderr}");
     }

@@ -172,9 +172,12 @@ fn an_unreadable_or_invalid_schema_fails_the_config_check() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("routes[0].request_schema: cannot read"),
+        stderr.contains("routes[0] (/a).request_schema: cannot read"),
         "{stderr}"
     );
-    assert!(stderr.contains("routes[1].request_schema:"), "{stderr}");
+    assert!(
+        stderr.contains("routes[1] (/b).request_schema:"),
+        "{stderr}"
+    );
     assert!(stderr.contains("not a usable JSON Schema"), "{stderr}");
 }

@@ -188,10 +188,10 @@ deprecated = { sunset = "soon", link = "/relative" }
     let stderr = String::from_utf8_lossy(&output.stderr);
     for key in [
         "versioning.default",
-        "routes[0].version",
-        "routes[2].methods",
-        "routes[3].deprecated.sunset",
-        "routes[3].deprecated.link",
+        "routes[0] (/a).version",
+        "routes[2] (/b).methods",
+        "routes[3] (/c).deprecated.sunset",
+        "routes[3] (/c).deprecated.link",
     ] {
         assert!(stderr.contains(key), "{key} in {stderr}");
     }
