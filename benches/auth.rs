@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use proxyfn::{
-    auth::jwt::JwtProvider,
+use proxyfn::auth::{
     config::{JwtKeySource, JwtSettings, KeyLocation},
+    jwt::JwtProvider,
 };
 use signer::{ISSUER, Signer, claims};
 

@@ -24,8 +24,9 @@ use utoipa::openapi::{
     },
 };
 
-use crate::config::{
-    DOCS_PATH, KeyLocation, METRICS_PATH, OPENAPI_PATH, Plan, ProviderRef, RouteAction, RoutePlan,
+use crate::{
+    auth::config::{KeyLocation, ProviderRef},
+    config::{DOCS_PATH, METRICS_PATH, OPENAPI_PATH, Plan, RouteAction, RoutePlan},
 };
 
 use crate::routes::validate::carries_body;

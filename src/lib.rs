@@ -30,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cache;
@@ -132,12 +133,12 @@ fn sensitive_headers(plan: &Plan) -> tower_http::sensitive_headers::SetSensitive
     use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
     let mut names = vec![AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE, SET_COOKIE];
     for jwt in plan.auth.jwt.values() {
-        if let config::KeyLocation::Header(name) = &jwt.location {
+        if let auth::config::KeyLocation::Header(name) = &jwt.location {
             names.push(name.clone());
         }
     }
     for keys in plan.auth.api_keys.values() {
-        if let config::KeyLocation::Header(name) = &keys.location {
+        if let auth::config::KeyLocation::Header(name) = &keys.location {
             names.push(name.clone());
         }
     }

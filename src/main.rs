@@ -6,13 +6,11 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use proxyfn::{
     App, ConfigError, Plan,
-    auth::api_keys::{RedisKeys, StoredKey, generate_key},
-    config::{self, LimitKey, RateLimitStore},
+    admin::AdminError,
+    auth::admin::KeysAction,
+    config,
     observability::{init_logging, metrics},
-    ratelimit::{
-        gcra::Quota,
-        redis::{RedisStore, state_key},
-    },
+    ratelimit::admin::LimitsAction,
     runtime::{self, lambda, server},
 };
 
@@ -334,127 +332,40 @@ fn check(explicit: Option<&std::path::Path>, format: Format, without_secrets: bo
 }
 
 fn keys(plan: &Plan, command: KeysCommand) -> ExitCode {
-    let provider = match &command {
-        KeysCommand::Add { provider, .. }
-        | KeysCommand::Revoke { provider, .. }
-        | KeysCommand::List { provider } => provider.clone(),
+    let (provider, action) = match command {
+        KeysCommand::Add {
+            provider,
+            id,
+            scopes,
+            key,
+        } => (provider, KeysAction::Add { id, scopes, key }),
+        KeysCommand::Revoke { provider, id } => (provider, KeysAction::Revoke { id }),
+        KeysCommand::List { provider } => (provider, KeysAction::List),
     };
-    let Some(redis_url) = plan
-        .auth
-        .api_keys
-        .get(&provider)
-        .and_then(|p| p.redis_url.as_ref())
-    else {
-        eprintln!("proxyfn: auth.api_keys.{provider} is not configured with store = \"redis\"");
-        return ExitCode::from(CONFIG_INVALID);
-    };
-    admin(async {
-        let store = RedisKeys::new(redis_url, &provider);
-        match command {
-            KeysCommand::Add {
-                id, scopes, key, ..
-            } => {
-                let key = match key {
-                    Some(key) => key,
-                    None => generate_key()?,
-                };
-                store
-                    .add(
-                        &key,
-                        &StoredKey {
-                            id: id.clone(),
-                            scopes,
-                        },
-                    )
-                    .await?;
-                println!("{key}");
-                eprintln!("added a key for {id:?}; it is shown only now");
-                Ok(())
-            }
-            KeysCommand::Revoke { id, .. } => {
-                let removed = store.revoke(&id).await?;
-                println!("revoked {removed} key(s) of {id:?}");
-                Ok(())
-            }
-            KeysCommand::List { .. } => {
-                for (digest, stored) in store.list().await? {
-                    println!(
-                        "{}  {}  {}",
-                        &digest[..12],
-                        stored.id,
-                        stored.scopes.join(" ")
-                    );
-                }
-                Ok(())
-            }
-        }
-    })
+    admin(proxyfn::auth::admin::run(plan, &provider, action))
 }
 
 fn limits(plan: &Plan, command: LimitsCommand) -> ExitCode {
-    let policy_name = match &command {
-        LimitsCommand::Set { policy, .. }
-        | LimitsCommand::Get { policy, .. }
-        | LimitsCommand::Clear { policy, .. } => policy.clone(),
-    };
-    let RateLimitStore::Redis { url, cluster } = &plan.rate_limit.store else {
-        eprintln!("proxyfn: overrides live in Redis; set [rate_limit] store = \"redis\"");
-        return ExitCode::from(CONFIG_INVALID);
-    };
-    let Some(policy) = plan.rate_limit.policies.get(&policy_name) else {
-        eprintln!("proxyfn: no policy [rate_limits.{policy_name}] in the configuration");
-        return ExitCode::from(CONFIG_INVALID);
-    };
-    let sensitive = matches!(policy.key, LimitKey::Header(_));
-    admin(async {
-        let store = RedisStore::new(url, *cluster, 1, plan.rate_limit.timeout)?;
-        let redis_error = |e: redis::RedisError| e.to_string();
-        match command {
-            LimitsCommand::Set {
+    let (policy, action) = match command {
+        LimitsCommand::Set {
+            policy,
+            key,
+            limit,
+            per,
+            burst,
+        } => (
+            policy,
+            LimitsAction::Set {
                 key,
                 limit,
                 per,
                 burst,
-                ..
-            } => {
-                let burst = burst.unwrap_or(limit);
-                let problems = config::quota_problems(limit, per, burst);
-                if !problems.is_empty() {
-                    let listed: Vec<String> = problems
-                        .iter()
-                        .map(|(field, message)| format!("--{field} {message}"))
-                        .collect();
-                    return Err(listed.join("; "));
-                }
-                let quota = Quota::new(limit, per, burst);
-                let state = state_key(&policy_name, &key, sensitive);
-                store
-                    .set_override(&state, quota)
-                    .await
-                    .map_err(redis_error)?;
-                println!("{policy_name} {key}: {}", describe(quota));
-            }
-            LimitsCommand::Get { key, .. } => {
-                let state = state_key(&policy_name, &key, sensitive);
-                match store.get_override(&state).await.map_err(redis_error)? {
-                    Some(quota) => println!("{policy_name} {key}: {} (override)", describe(quota)),
-                    None => println!(
-                        "{policy_name} {key}: {}, as configured",
-                        describe(Quota::new(policy.limit, policy.per, policy.burst))
-                    ),
-                }
-            }
-            LimitsCommand::Clear { key, .. } => {
-                let state = state_key(&policy_name, &key, sensitive);
-                if store.clear_override(&state).await.map_err(redis_error)? {
-                    println!("{policy_name} {key}: override removed");
-                } else {
-                    println!("{policy_name} {key}: had no override");
-                }
-            }
-        }
-        Ok(())
-    })
+            },
+        ),
+        LimitsCommand::Get { policy, key } => (policy, LimitsAction::Get { key }),
+        LimitsCommand::Clear { policy, key } => (policy, LimitsAction::Clear { key }),
+    };
+    admin(proxyfn::ratelimit::admin::run(plan, &policy, action))
 }
 
 fn health(listen: std::net::SocketAddr) -> ExitCode {
@@ -478,17 +389,9 @@ fn health(listen: std::net::SocketAddr) -> ExitCode {
     }
 }
 
-fn describe(quota: Quota) -> String {
-    format!(
-        "{} per {} (burst {})",
-        quota.limit,
-        humantime::format_duration(std::time::Duration::from_micros(quota.period_us)),
-        quota.burst
-    )
-}
-
-/// Runs an administrative command against Redis; errors are printed, status 1.
-fn admin(work: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+/// Runs an administrative command against Redis within 10 s; prints what it says. A command
+/// the configuration does not allow exits 2, one that failed 1.
+fn admin(work: impl std::future::Future<Output = Result<String, AdminError>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -502,12 +405,21 @@ fn admin(work: impl std::future::Future<Output = Result<(), String>>) -> ExitCod
     let bounded = async {
         tokio::time::timeout(std::time::Duration::from_secs(10), work)
             .await
-            .unwrap_or_else(|_| Err("Redis did not answer within 10s".into()))
+            .unwrap_or_else(|_| Err(AdminError::Failed("Redis did not answer within 10s".into())))
     };
     match runtime.block_on(bounded) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("proxyfn: {error}");
+        Ok(output) => {
+            if !output.is_empty() {
+                println!("{output}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(AdminError::Config(message)) => {
+            eprintln!("proxyfn: {message}");
+            ExitCode::from(CONFIG_INVALID)
+        }
+        Err(AdminError::Failed(message)) => {
+            eprintln!("proxyfn: {message}");
             ExitCode::FAILURE
         }
     }

@@ -13,8 +13,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
+use super::config::{ApiKeyEntry, ApiKeySettings, KeyLocation};
 use super::{Authenticated, Failure, Reason, digest, hex, single_value};
-use crate::config::{ApiKeyEntry, ApiKeySettings, KeyLocation};
 
 /// Bound on one Redis lookup; past it the provider answers "unavailable".
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);

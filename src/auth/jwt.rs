@@ -17,8 +17,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
 
+use super::config::{JwtKeySource, JwtSettings, KeyLocation};
 use super::{Authenticated, Failure, Reason, digest, single_value};
-use crate::config::{JwtKeySource, JwtSettings, KeyLocation};
 
 /// Longest token accepted; longer ones are rejected before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;

@@ -10,7 +10,9 @@
 //! boundary ([`crate::trust`]), so they cannot be spoofed. Every decision is an audit event;
 //! no token or key is ever logged.
 
+pub mod admin;
 pub mod api_keys;
+pub mod config;
 mod jwks;
 pub mod jwt;
 
@@ -19,11 +21,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use axum::extract::Request;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use crate::{
-    config::{AuthSettings, KeyLocation, ProviderRef},
-    error::Error,
-};
+use crate::error::Error;
 use api_keys::ApiKeyProvider;
+use config::{AuthSettings, KeyLocation, ProviderRef};
 use jwt::JwtProvider;
 
 /// Who the request is from, for later layers (rate limiting by user, logs).

@@ -6,7 +6,7 @@ use http::{HeaderName, header};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Config, HumanDuration, plan::Problems};
+use super::{ByteSize, Config, HumanDuration, Problems};
 
 /// `[cache]`
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -120,7 +120,7 @@ pub(super) fn route_cache(
     methods: Option<&[http::Method]>,
     problems: &mut Problems,
 ) -> Option<RouteCacheSettings> {
-    let before = problems.0.len();
+    let before = problems.count();
     if cache.ttl.0 < Duration::from_secs(1) {
         problems.add(format!("{key}.ttl"), "must be at least 1s");
     }
@@ -140,7 +140,7 @@ pub(super) fn route_cache(
         .enumerate()
         .filter_map(|(i, name)| {
             let key = format!("{key}.vary[{i}]");
-            let name = super::plan::parse_header_name(&key, name, problems)?;
+            let name = super::parse_header_name(&key, name, problems)?;
             if name == header::AUTHORIZATION || name == header::COOKIE {
                 problems.add(
                     key,
@@ -151,7 +151,7 @@ pub(super) fn route_cache(
             Some(name)
         })
         .collect();
-    (problems.0.len() == before).then(|| RouteCacheSettings {
+    (problems.count() == before).then(|| RouteCacheSettings {
         ttl: cache.ttl.0,
         vary,
         per_principal: cache.per_principal,

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Config, plan::Problems};
+use super::{ByteSize, Config, Problems};
 
 /// `[compression]`
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]

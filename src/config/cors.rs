@@ -6,10 +6,7 @@ use http::{HeaderName, HeaderValue, Method};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Config, HumanDuration,
-    plan::{Problems, parse_header_name, parse_method},
-};
+use super::{Config, HumanDuration, Problems, parse_header_name, parse_method};
 
 /// `[cors]`; absent, the gateway sends no CORS headers and browsers allow same-origin calls only.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]

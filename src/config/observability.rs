@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
 use super::{
-    Config,
-    plan::Problems,
+    Config, Problems,
     units::{ByteSize, HumanDuration},
 };
 
@@ -288,9 +287,9 @@ mod tests {
 
     fn log_of(toml: &str) -> Result<LogSettings, Vec<String>> {
         let config = Config::from_toml(toml).expect("parses");
-        let mut problems = Problems(Vec::new(), Vec::new(), Default::default());
+        let mut problems = Problems::default();
         let settings = log_settings(&config, &mut problems);
-        let found: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+        let found: Vec<String> = problems.found().iter().map(ToString::to_string).collect();
         if found.is_empty() {
             Ok(settings)
         } else {

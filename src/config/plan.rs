@@ -7,11 +7,16 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use jsonwebtoken::{Algorithm, DecodingKey};
+
+use crate::{
+    auth::config::{AuthSettings, ProviderRef},
+    ratelimit::config::RateLimitSettings,
+    upstream::config::UpstreamSettings,
+};
 
 use super::{
-    ApiKeysConfig, Config, ConfigError, ConfigProblem, DocsSettings, JwtConfig, KeyStoreKind,
-    LogSettings, MetricsSettings, MockResponseConfig, RateLimitSettings, RouteConfig,
+    Config, ConfigError, ConfigProblem, DocsSettings, LogSettings, MetricsSettings,
+    MockResponseConfig, Problems, RouteConfig, Secrets, parse_header_name, parse_method,
 };
 
 /// Paths the gateway serves itself; a configured route may not take them.
@@ -56,83 +61,6 @@ pub struct Plan {
     pub notes: Vec<ConfigProblem>,
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct AuthSettings {
-    pub jwt: BTreeMap<String, JwtSettings>,
-    pub api_keys: BTreeMap<String, ApiKeySettings>,
-}
-
-#[derive(Clone)]
-pub struct JwtSettings {
-    pub name: String,
-    pub keys: JwtKeySource,
-    pub issuer: Option<String>,
-    pub audience: Vec<String>,
-    pub algorithms: Vec<Algorithm>,
-    pub leeway: Duration,
-    /// (claim, header) pairs.
-    pub forward_claims: Vec<(String, HeaderName)>,
-    pub forward_token: bool,
-    pub location: KeyLocation,
-    pub jwks_cache: Duration,
-    pub jwks_min_refresh: Duration,
-}
-
-impl std::fmt::Debug for JwtSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtSettings")
-            .field("name", &self.name)
-            .field("issuer", &self.issuer)
-            .field("algorithms", &self.algorithms)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Where a provider's verification keys come from.
-#[derive(Clone)]
-pub enum JwtKeySource {
-    Jwks(String),
-    /// One key (PEM public key, or an HMAC secret from the environment).
-    Static(DecodingKey),
-}
-
-/// Where a credential is read from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyLocation {
-    /// `Authorization: Bearer <token>`.
-    Bearer,
-    Header(HeaderName),
-    Cookie(String),
-    Query(String),
-}
-
-#[derive(Clone, Debug)]
-pub struct ApiKeySettings {
-    pub name: String,
-    pub location: KeyLocation,
-    pub keys: Vec<ApiKeyEntry>,
-    /// `Some(url)` when keys are also looked up in Redis.
-    pub redis_url: Option<String>,
-    /// The header carrying the matched key's `id` to the upstream, unless turned off.
-    pub forward_id: Option<HeaderName>,
-    /// The header carrying its `scopes`, space-separated.
-    pub forward_scopes: Option<HeaderName>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiKeyEntry {
-    pub id: String,
-    pub digest: [u8; 32],
-    pub scopes: Vec<String>,
-}
-
-/// A provider named by a route's `auth` list.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProviderRef {
-    Jwt(String),
-    ApiKey(String),
-}
-
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
@@ -169,45 +97,6 @@ impl ServerSettings {
         self.configured_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
     }
-}
-
-#[derive(Clone, Debug)]
-pub struct UpstreamSettings {
-    pub name: String,
-    /// Base URLs (`scheme://authority[/base/path]`, no trailing slash); at least one.
-    pub targets: Vec<String>,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    pub retry: Option<RetrySettings>,
-    pub circuit_breaker: Option<BreakerSettings>,
-    pub health_check: Option<HealthCheckSettings>,
-    pub max_concurrency: Option<usize>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct RetrySettings {
-    pub attempts: u32,
-    pub backoff: Duration,
-    pub max_backoff: Duration,
-    pub budget: f64,
-    pub budget_window: Duration,
-    pub max_body: u64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct BreakerSettings {
-    pub failure_ratio: f64,
-    pub min_requests: u32,
-    pub window: Duration,
-    pub open_for: Duration,
-    pub half_open_requests: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HealthCheckSettings {
-    pub path: String,
-    pub interval: Duration,
-    pub timeout: Duration,
 }
 
 /// Injected faults; percentages are probabilities in 0.0..=1.0.
@@ -316,34 +205,22 @@ impl Plan {
     /// Validates `config`; with [`Secrets::MayBeMissing`], a `secret_env` that is not set is
     /// a note in the plan ([`Plan::notes`]) rather than a problem.
     pub fn validate(config: &Config, secrets: Secrets) -> Result<Self, ConfigError> {
-        let mut problems = Problems(Vec::new(), Vec::new(), secrets);
+        let mut problems = Problems::new(secrets);
         let server = server_settings(config, &mut problems);
         let upstreams = config
             .upstreams
             .iter()
             .filter_map(|(name, upstream)| {
-                upstream_settings(name, upstream, &mut problems).map(|u| (name.clone(), u))
+                crate::upstream::config::settings(name, upstream, &mut problems)
+                    .map(|u| (name.clone(), u))
             })
             .collect();
-        let auth = AuthSettings {
-            jwt: config
-                .auth
-                .jwt
-                .iter()
-                .filter_map(|(name, jwt)| {
-                    jwt_settings(name, jwt, &mut problems).map(|s| (name.clone(), s))
-                })
-                .collect(),
-            api_keys: config
-                .auth
-                .api_keys
-                .iter()
-                .filter_map(|(name, keys)| {
-                    api_key_settings(name, keys, &mut problems).map(|s| (name.clone(), s))
-                })
-                .collect(),
-        };
-        let rate_limit = super::rate_limit::rate_limit_settings(config, &mut problems);
+        let auth = crate::auth::config::settings(&config.auth, &mut problems);
+        let rate_limit = crate::ratelimit::config::settings(
+            &config.rate_limit,
+            &config.rate_limits,
+            &mut problems,
+        );
         let log = super::observability::log_settings(config, &mut problems);
         let metrics = super::observability::metrics_settings(config, &mut problems);
         let docs = super::observability::docs_settings(config);
@@ -363,7 +240,8 @@ impl Plan {
         check_route_table(&route_shapes(config), &mut problems);
         let routes = routes.into_iter().map(|(_, plan)| plan).collect();
 
-        match (server, problems.0.is_empty()) {
+        let notes = problems.take_notes();
+        match (server, problems.is_empty()) {
             (Some(server), true) => Ok(Plan {
                 server,
                 upstreams,
@@ -378,38 +256,14 @@ impl Plan {
                 cache,
                 cors,
                 lambda,
-                notes: problems.1,
+                notes,
             }),
-            _ => Err(ConfigError {
-                problems: problems.0,
-                notes: problems.1,
-            }),
+            _ => {
+                let mut error = problems.into_error();
+                error.notes = notes;
+                Err(error)
+            }
         }
-    }
-}
-
-#[derive(Default)]
-pub(super) struct Problems(
-    pub(super) Vec<ConfigProblem>,
-    /// Notes: what is fine for this validation but would not be for serving.
-    pub(super) Vec<ConfigProblem>,
-    pub(super) Secrets,
-);
-
-/// Whether validation needs the secrets the configuration names (`secret_env`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Secrets {
-    /// Serving: a missing secret is a problem.
-    #[default]
-    Required,
-    /// Linting without production secrets (`proxyfn check --without-secrets`): a missing
-    /// secret is a note, and a stand-in key takes its place.
-    MayBeMissing,
-}
-
-impl Problems {
-    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigProblem::new(key, message));
     }
 }
 
@@ -536,207 +390,6 @@ fn resolve_listen(listen: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("not a HOST:PORT address: {listen:?}"))
 }
 
-fn upstream_settings(
-    name: &str,
-    upstream: &super::UpstreamConfig,
-    problems: &mut Problems,
-) -> Option<UpstreamSettings> {
-    let key = format!("upstreams.{name}");
-    let before = problems.0.len();
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        problems.add(&key, "upstream names use letters, digits, '_' and '-'");
-    }
-    if upstream.timeout.0.is_zero() {
-        problems.add(format!("{key}.timeout"), "must be greater than zero");
-    }
-    if upstream.connect_timeout.0.is_zero() {
-        problems.add(
-            format!("{key}.connect_timeout"),
-            "must be greater than zero",
-        );
-    }
-    let targets: Vec<String> = match (&upstream.url, &upstream.urls) {
-        (Some(url), None) => base_url(&format!("{key}.url"), url, problems)
-            .into_iter()
-            .collect(),
-        (None, Some(urls)) if !urls.is_empty() => urls
-            .iter()
-            .enumerate()
-            .filter_map(|(i, url)| base_url(&format!("{key}.urls[{i}]"), url, problems))
-            .collect(),
-        (None, Some(_)) => {
-            problems.add(format!("{key}.urls"), "list at least one URL");
-            vec![]
-        }
-        (Some(_), Some(_)) => {
-            problems.add(&key, "set either `url` or `urls`, not both");
-            vec![]
-        }
-        (None, None) => {
-            problems.add(&key, "set `url` (or `urls` for several targets)");
-            vec![]
-        }
-    };
-    let retry = upstream.retry.as_ref().map(|retry| {
-        let key = format!("{key}.retry");
-        if retry.attempts == 0 {
-            problems.add(
-                format!("{key}.attempts"),
-                "must be at least 1 (the first attempt)",
-            );
-        }
-        if retry.backoff.0 > retry.max_backoff.0 {
-            problems.add(format!("{key}.backoff"), "must not exceed max_backoff");
-        }
-        if !(0.0..=1.0).contains(&retry.budget) {
-            problems.add(
-                format!("{key}.budget"),
-                "a fraction of requests, from 0.0 to 1.0",
-            );
-        }
-        if retry.budget_window.0.is_zero() {
-            problems.add(format!("{key}.budget_window"), "must be greater than zero");
-        }
-        RetrySettings {
-            attempts: retry.attempts,
-            backoff: retry.backoff.0,
-            max_backoff: retry.max_backoff.0,
-            budget: retry.budget,
-            budget_window: retry.budget_window.0,
-            max_body: retry.max_body.0,
-        }
-    });
-    let circuit_breaker = upstream.circuit_breaker.as_ref().map(|breaker| {
-        let key = format!("{key}.circuit_breaker");
-        if !(breaker.failure_ratio > 0.0 && breaker.failure_ratio <= 1.0) {
-            problems.add(
-                format!("{key}.failure_ratio"),
-                "a fraction above 0.0 and at most 1.0",
-            );
-        }
-        if breaker.min_requests == 0 {
-            problems.add(format!("{key}.min_requests"), "must be at least 1");
-        }
-        if breaker.half_open_requests == 0 {
-            problems.add(format!("{key}.half_open_requests"), "must be at least 1");
-        }
-        for (field, value) in [
-            ("window", breaker.window.0),
-            ("open_for", breaker.open_for.0),
-        ] {
-            if value.is_zero() {
-                problems.add(format!("{key}.{field}"), "must be greater than zero");
-            }
-        }
-        BreakerSettings {
-            failure_ratio: breaker.failure_ratio,
-            min_requests: breaker.min_requests,
-            window: breaker.window.0,
-            open_for: breaker.open_for.0,
-            half_open_requests: breaker.half_open_requests,
-        }
-    });
-    let health_check = upstream.health_check.as_ref().map(|check| {
-        let key = format!("{key}.health_check");
-        if !check.path.starts_with('/') {
-            problems.add(format!("{key}.path"), "must start with '/'");
-        }
-        if check.interval.0.is_zero() || check.timeout.0.is_zero() {
-            problems.add(&key, "interval and timeout must be greater than zero");
-        }
-        HealthCheckSettings {
-            path: check.path.clone(),
-            interval: check.interval.0,
-            timeout: check.timeout.0,
-        }
-    });
-    if upstream.max_concurrency == Some(0) {
-        problems.add(
-            format!("{key}.max_concurrency"),
-            "must be at least 1 (omit it for no limit)",
-        );
-    }
-    (problems.0.len() == before).then(|| UpstreamSettings {
-        name: name.to_owned(),
-        targets,
-        timeout: upstream.timeout.0,
-        connect_timeout: upstream.connect_timeout.0,
-        retry,
-        circuit_breaker,
-        health_check,
-        max_concurrency: upstream.max_concurrency,
-    })
-}
-
-/// Validates one base URL and returns it without a trailing slash.
-fn base_url(key: &str, raw: &str, problems: &mut Problems) -> Option<String> {
-    // Schemes are case-insensitive (RFC 3986 §3.1).
-    let scheme = raw
-        .split_once("://")
-        .map(|(scheme, _)| scheme.to_ascii_lowercase());
-    if !matches!(scheme.as_deref(), Some("http" | "https")) {
-        // `localhost:9000` means http://localhost:9000; anything else is shown as it is.
-        let message = if raw.contains(['/', '@']) || raw.is_empty() {
-            "must start with http:// or https://".to_owned()
-        } else {
-            format!("must start with http:// or https://, as in \"http://{raw}\"")
-        };
-        problems.add(key, message);
-        return None;
-    }
-    let url = match reqwest::Url::parse(raw) {
-        Ok(url) => url,
-        Err(error) => {
-            // Never echo credentials back into logs.
-            let shown = if raw.contains('@') {
-                "the URL".to_owned()
-            } else {
-                format!("{raw:?}")
-            };
-            problems.add(key, format!("{}: {shown}", url_problem(error)));
-            return None;
-        }
-    };
-    // Never echo credentials back into logs: show the URL with its password masked.
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some("***"));
-    }
-    let mut valid = true;
-    let mut complain = |message: &str| {
-        problems.add(key, format!("{message} in {:?}", shown.as_str()));
-        valid = false;
-    };
-    if url.host_str().is_none_or(str::is_empty) {
-        complain("a host is required");
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        complain("no query or fragment allowed");
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        complain("credentials do not belong in the URL (pass them through the environment)");
-    }
-    valid.then(|| url.as_str().trim_end_matches('/').to_owned())
-}
-
-/// What is wrong with a URL, in words a configuration's reader knows.
-pub(super) fn url_problem(error: url::ParseError) -> &'static str {
-    use url::ParseError as E;
-    match error {
-        E::EmptyHost => "the URL has no host",
-        E::InvalidPort => "the URL's port is not a number from 1 to 65535",
-        E::InvalidIpv4Address | E::InvalidIpv6Address => "the URL's IP address is not valid",
-        E::InvalidDomainCharacter | E::IdnaError => "the URL's host name is not valid",
-        E::RelativeUrlWithoutBase | E::RelativeUrlWithCannotBeABaseBase => {
-            "not an absolute URL; write scheme://host[:port][/path]"
-        }
-        _ => "not a valid URL",
-    }
-}
-
 fn route_plan(
     index: usize,
     route: &RouteConfig,
@@ -744,7 +397,7 @@ fn route_plan(
     problems: &mut Problems,
 ) -> Option<RoutePlan> {
     let key = format!("routes[{index}]");
-    let before = problems.0.len();
+    let before = problems.count();
 
     let params = check_path_template(&route.path)
         .map_err(|message| problems.add(format!("{key}.path"), message))
@@ -827,7 +480,12 @@ fn route_plan(
         .as_ref()
         .map(|fault| fault_settings(&format!("{key}.fault"), fault, problems));
     let auth = route_auth(&key, route, config, problems);
-    let rate_limits = super::rate_limit::route_rate_limits(&key, route, config, problems);
+    let rate_limits = crate::ratelimit::config::route_policies(
+        &key,
+        route.rate_limit.as_ref(),
+        &config.rate_limits,
+        problems,
+    );
     let request_schema = route.request_schema.as_deref().and_then(|file| {
         super::schema::load_request_schema(
             &format!("{key}.request_schema"),
@@ -859,7 +517,7 @@ fn route_plan(
         super::cache::route_cache(&format!("{key}.cache"), cache, methods.as_deref(), problems)
     });
 
-    (problems.0.len() == before).then_some(())?;
+    (problems.count() == before).then_some(())?;
     Some(RoutePlan {
         path: route.path.clone(),
         methods,
@@ -892,24 +550,6 @@ fn path_keys_need_an_upstream(key: &str, route: &RouteConfig, problems: &mut Pro
     }
 }
 
-/// An HTTP method, in any case (`get` is `GET`).
-pub(super) fn parse_method(key: &str, text: &str, problems: &mut Problems) -> Option<Method> {
-    Method::from_bytes(text.to_ascii_uppercase().as_bytes())
-        .map_err(|_| problems.add(key, format!("not an HTTP method: {text:?}")))
-        .ok()
-}
-
-/// A header field name (RFC 9110 §5.1).
-pub(super) fn parse_header_name(
-    key: &str,
-    text: &str,
-    problems: &mut Problems,
-) -> Option<HeaderName> {
-    HeaderName::try_from(text)
-        .map_err(|_| problems.add(key, format!("invalid header name {text:?}")))
-        .ok()
-}
-
 fn check_upstream(key: &str, upstream: &str, config: &Config, problems: &mut Problems) {
     if !config.upstreams.contains_key(upstream) {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
@@ -932,7 +572,7 @@ fn aggregate_backends(
     config: &Config,
     problems: &mut Problems,
 ) -> Option<Vec<AggregateBackend>> {
-    let before = problems.0.len();
+    let before = problems.count();
     if backends.is_empty() {
         problems.add(format!("{key}.aggregate"), "list at least one backend");
     }
@@ -981,7 +621,7 @@ fn aggregate_backends(
             });
         }
     }
-    (problems.0.len() == before).then_some(out)
+    (problems.count() == before).then_some(out)
 }
 
 fn route_auth(
@@ -1038,283 +678,6 @@ fn route_auth(
             found
         })
         .collect()
-}
-
-fn jwt_settings(name: &str, jwt: &JwtConfig, problems: &mut Problems) -> Option<JwtSettings> {
-    let key = format!("auth.jwt.{name}");
-    let before = problems.0.len();
-    let algorithms: Vec<Algorithm> = jwt
-        .algorithms
-        .iter()
-        .enumerate()
-        .filter_map(|(i, alg)| {
-            alg.parse::<Algorithm>()
-                .map_err(|_| {
-                    problems.add(
-                        format!("{key}.algorithms[{i}]"),
-                        format!("unknown algorithm {alg:?}"),
-                    )
-                })
-                .ok()
-        })
-        .collect();
-    if jwt.algorithms.is_empty() {
-        problems.add(
-            format!("{key}.algorithms"),
-            "list the accepted algorithms, e.g. [\"RS256\"]",
-        );
-    }
-    let keys = match (&jwt.jwks_url, &jwt.public_key_pem, &jwt.secret_env) {
-        (Some(url), None, None) => match reqwest::Url::parse(url) {
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
-                Some(JwtKeySource::Jwks(url.clone()))
-            }
-            _ => {
-                problems.add(
-                    format!("{key}.jwks_url"),
-                    format!("not an http(s) URL: {url:?}"),
-                );
-                None
-            }
-        },
-        (None, Some(pem), None) => match pem_key(pem.as_bytes()) {
-            Some(key) => Some(JwtKeySource::Static(key)),
-            None => {
-                problems.add(
-                    format!("{key}.public_key_pem"),
-                    "not an RSA, EC or Ed25519 public key in PEM",
-                );
-                None
-            }
-        },
-        (None, None, Some(var)) => match std::env::var(var) {
-            Ok(secret) if secret.len() >= 32 => Some(JwtKeySource::Static(
-                DecodingKey::from_secret(secret.as_bytes()),
-            )),
-            Ok(_) => {
-                problems.add(
-                    format!("{key}.secret_env"),
-                    format!("the secret in ${var} is shorter than 32 bytes"),
-                );
-                None
-            }
-            Err(_) if problems.2 == Secrets::MayBeMissing => {
-                problems.1.push(ConfigProblem::new(
-                    format!("{key}.secret_env"),
-                    format!("${var} is not set: fine for this check, required to serve"),
-                ));
-                Some(JwtKeySource::Static(DecodingKey::from_secret(&[0; 32])))
-            }
-            Err(_) => {
-                problems.add(
-                    format!("{key}.secret_env"),
-                    format!("environment variable ${var} is not set"),
-                );
-                None
-            }
-        },
-        _ => {
-            problems.add(
-                &key,
-                "set exactly one of `jwks_url`, `public_key_pem` and `secret_env`",
-            );
-            None
-        }
-    };
-    // The key decides the algorithm family, never the token: an RSA public key must not be
-    // usable as an HMAC secret (key confusion), and JWKS keys are public keys only.
-    if let Some(keys) = &keys {
-        for alg in &algorithms {
-            let allowed = match keys {
-                JwtKeySource::Jwks(_) => alg.family() != jsonwebtoken::AlgorithmFamily::Hmac,
-                JwtKeySource::Static(key) => key.family() == alg.family(),
-            };
-            if !allowed {
-                problems.add(
-                    format!("{key}.algorithms"),
-                    format!("{alg:?} does not fit the configured key"),
-                );
-            }
-        }
-    }
-    // Zero would let every unknown `kid` refetch the key set: the flood protection, off.
-    if jwt.jwks_min_refresh.0.is_zero() {
-        problems.add(
-            format!("{key}.jwks_min_refresh"),
-            "must be greater than zero",
-        );
-    }
-    let forward_claims = jwt
-        .forward_claims
-        .iter()
-        .filter_map(|(claim, header)| {
-            identity_header(&format!("{key}.forward_claims.{claim}"), header, problems)
-                .map(|name| (claim.clone(), name))
-        })
-        .collect();
-    let location = match (&jwt.cookie, jwt.header.to_ascii_lowercase().as_str()) {
-        (Some(cookie), _) => KeyLocation::Cookie(cookie.clone()),
-        (None, "authorization") => KeyLocation::Bearer,
-        (None, header) => match HeaderName::try_from(header) {
-            Ok(name) => KeyLocation::Header(name),
-            Err(_) => {
-                problems.add(
-                    format!("{key}.header"),
-                    format!("invalid header name {header:?}"),
-                );
-                KeyLocation::Bearer
-            }
-        },
-    };
-    (problems.0.len() == before).then(|| JwtSettings {
-        name: name.to_owned(),
-        keys: keys.expect("checked above"),
-        issuer: jwt.issuer.clone(),
-        audience: jwt.audience.clone(),
-        algorithms,
-        leeway: jwt.leeway.0,
-        forward_claims,
-        forward_token: jwt.forward_token,
-        location,
-        jwks_cache: jwt.jwks_cache.0,
-        jwks_min_refresh: jwt.jwks_min_refresh.0,
-    })
-}
-
-/// A header a provider injects: a valid name that the gateway does not already own or drop.
-fn identity_header(key: &str, text: &str, problems: &mut Problems) -> Option<HeaderName> {
-    let name = parse_header_name(key, text, problems)?;
-    const GATEWAY_OWNED: &[&str] = &[
-        "host",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-connection",
-        "proxy-authorization",
-        "content-length",
-        "authorization",
-        "cookie",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-forwarded-port",
-        "forwarded",
-        "x-real-ip",
-        "x-request-id",
-        "traceparent",
-        "tracestate",
-    ];
-    if GATEWAY_OWNED.contains(&name.as_str()) {
-        problems.add(
-            key,
-            format!(
-                "{:?} is a header the gateway or HTTP itself sets; pick another name",
-                name.as_str()
-            ),
-        );
-        return None;
-    }
-    Some(name)
-}
-
-/// Parses a PEM public key of whichever family it is.
-fn pem_key(pem: &[u8]) -> Option<DecodingKey> {
-    DecodingKey::from_rsa_pem(pem)
-        .or_else(|_| DecodingKey::from_ec_pem(pem))
-        .or_else(|_| DecodingKey::from_ed_pem(pem))
-        .ok()
-}
-
-fn api_key_settings(
-    name: &str,
-    config: &ApiKeysConfig,
-    problems: &mut Problems,
-) -> Option<ApiKeySettings> {
-    let key = format!("auth.api_keys.{name}");
-    let before = problems.0.len();
-    let location = match (&config.header, &config.query) {
-        (Some(_), Some(_)) => {
-            problems.add(&key, "set either `header` or `query`, not both");
-            KeyLocation::Query(String::new())
-        }
-        (None, Some(param)) => KeyLocation::Query(param.clone()),
-        (header, None) => match HeaderName::try_from(header.as_deref().unwrap_or("x-api-key")) {
-            Ok(name) => KeyLocation::Header(name),
-            Err(_) => {
-                problems.add(format!("{key}.header"), "invalid header name");
-                KeyLocation::Query(String::new())
-            }
-        },
-    };
-    let keys = config
-        .keys
-        .iter()
-        .enumerate()
-        .filter_map(|(i, entry)| match parse_digest(&entry.sha256) {
-            Some(digest) => Some(ApiKeyEntry {
-                id: entry.id.clone(),
-                digest,
-                scopes: entry.scopes.clone(),
-            }),
-            None => {
-                problems.add(
-                    format!("{key}.keys[{i}].sha256"),
-                    "not 64 hex digits (the SHA-256 of the key)",
-                );
-                None
-            }
-        })
-        .collect();
-    let redis_url = match (config.store, &config.redis_url) {
-        (KeyStoreKind::Redis, Some(url)) => Some(url.clone()),
-        (KeyStoreKind::Redis, None) => {
-            problems.add(
-                format!("{key}.redis_url"),
-                "required with store = \"redis\"",
-            );
-            None
-        }
-        (KeyStoreKind::Memory, Some(_)) => {
-            problems.add(
-                format!("{key}.redis_url"),
-                "only applies with store = \"redis\"",
-            );
-            None
-        }
-        (KeyStoreKind::Memory, None) => None,
-    };
-    let forward = |field: &str, header: &str, problems: &mut Problems| {
-        (!header.is_empty())
-            .then(|| identity_header(&format!("{key}.forward_identity.{field}"), header, problems))
-            .flatten()
-    };
-    let forward_id = forward("id", &config.forward_identity.id, problems);
-    let forward_scopes = forward("scopes", &config.forward_identity.scopes, problems);
-    (problems.0.len() == before).then(|| ApiKeySettings {
-        name: name.to_owned(),
-        location,
-        keys,
-        redis_url,
-        forward_id,
-        forward_scopes,
-    })
-}
-
-/// 64 hex digits into 32 bytes.
-pub fn parse_digest(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(out)
 }
 
 fn fault_settings(key: &str, fault: &super::FaultConfig, problems: &mut Problems) -> FaultSettings {
@@ -1489,7 +852,7 @@ fn mock_response(
     response: &MockResponseConfig,
     problems: &mut Problems,
 ) -> Option<MockResponse> {
-    let before = problems.0.len();
+    let before = problems.count();
     let status = StatusCode::from_u16(response.status)
         .ok()
         .filter(|s| (200..=599).contains(&s.as_u16()));
@@ -1515,7 +878,7 @@ fn mock_response(
             (_, Err(_)) => problems.add(format!("{key}.headers.{name}"), "invalid header value"),
         }
     }
-    (problems.0.len() == before).then(|| MockResponse {
+    (problems.count() == before).then(|| MockResponse {
         status: status.unwrap_or(StatusCode::OK),
         headers,
         body: Bytes::from(response.body.clone()),
@@ -1538,7 +901,7 @@ struct RouteShape {
 }
 
 fn route_shapes(config: &Config) -> Vec<RouteShape> {
-    let mut ignored = Problems(Vec::new(), Vec::new(), Secrets::Required);
+    let mut ignored = Problems::new(Secrets::Required);
     config
         .routes
         .iter()

@@ -4,7 +4,7 @@ use std::{path::Path, sync::Arc};
 
 use serde_json::Value;
 
-use super::plan::Problems;
+use super::Problems;
 
 /// A compiled request-body schema and the document it came from (for the OpenAPI document).
 pub struct RequestSchema {

@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue, header};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::plan::Problems;
+use super::Problems;
 
 /// `transform = { request = {...}, response = {...} }`
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -225,7 +225,7 @@ fn pointer(problems: &mut Problems, field: String, text: &str) -> Option<JsonPoi
 }
 
 fn header_name(problems: &mut Problems, field: String, text: &str) -> Option<HeaderName> {
-    let name = super::plan::parse_header_name(&field, text, problems)?;
+    let name = super::parse_header_name(&field, text, problems)?;
     if RESERVED.contains(&name) {
         problems.add(
             field,

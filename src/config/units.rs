@@ -167,6 +167,14 @@ impl JsonSchema for ByteSize {
     }
 }
 
+pub(crate) fn secs(n: u64) -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(n))
+}
+
+pub(crate) fn millis(n: u64) -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

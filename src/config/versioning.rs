@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Config, plan::Problems};
+use super::{Config, Problems};
 
 /// `[versioning]`: how a request names the version of a versioned route. A path prefix
 /// (`/v2/things`) always works; then the header, then the query parameter, then `default`.
@@ -71,7 +71,7 @@ pub(super) fn versioning_settings(config: &Config, problems: &mut Problems) -> V
     let header = versioning
         .header
         .as_deref()
-        .and_then(|name| super::plan::parse_header_name("versioning.header", name, problems));
+        .and_then(|name| super::parse_header_name("versioning.header", name, problems));
     if versioning.query.as_deref() == Some("") {
         problems.add(
             "versioning.query",
@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn deprecation_headers_follow_rfc_9745_and_8594() {
-        let mut problems = Problems(Vec::new(), Vec::new(), Default::default());
+        let mut problems = Problems::default();
         let config = DeprecatedConfig::Details(DeprecationDetails {
             since: Some("2026-01-31".into()),
             sunset: Some("2027-06-30".into()),
@@ -199,7 +199,7 @@ mod tests {
             &mut problems,
         )
         .unwrap();
-        assert!(problems.0.is_empty());
+        assert!(problems.is_empty());
         assert_eq!(headers.deprecation, "@1769817600");
         assert_eq!(headers.sunset.unwrap(), "Wed, 30 Jun 2027 00:00:00 GMT");
         assert_eq!(
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn a_bare_flag_dates_the_deprecation_to_the_day_of_loading() {
-        let mut problems = Problems(Vec::new(), Vec::new(), Default::default());
+        let mut problems = Problems::default();
         let loaded = UNIX_EPOCH + Duration::from_secs(1_795_219_200 + 3_600);
         let headers =
             deprecation("d", &DeprecatedConfig::Flag(true), loaded, &mut problems).unwrap();

@@ -16,6 +16,8 @@
 //! Every response of a limited route carries `RateLimit-Policy` and `RateLimit`
 //! (draft-ietf-httpapi-ratelimit-headers-10); a refused request is 429 with `Retry-After`.
 
+pub mod admin;
+pub mod config;
 pub mod gcra;
 pub mod memory;
 pub mod redis;
@@ -34,13 +36,9 @@ use std::{
 use axum::extract::Request;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-pub use crate::config::OnStoreError;
-use crate::{
-    auth::Principal,
-    config::{ConfigError, LimitKey, PolicySettings, RateLimitSettings, RateLimitStore},
-    error::Error,
-    runtime::ClientInfo,
-};
+use crate::{auth::Principal, config::ConfigError, error::Error, runtime::ClientInfo};
+pub use config::OnStoreError;
+use config::{LimitKey, PolicySettings, RateLimitSettings, RateLimitStore};
 use gcra::{Outcome, Quota};
 use memory::MemoryStore;
 

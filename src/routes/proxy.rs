@@ -79,7 +79,7 @@ pub(super) fn substitute(parts: &[TemplatePart], params: &matchit::Params<'_, '_
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UpstreamSettings;
+    use crate::upstream::config::UpstreamSettings;
 
     fn route(target: TargetPath) -> ProxyRoute {
         let settings = UpstreamSettings {

@@ -12,8 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::config::BreakerSettings;
 use super::window::Window;
-use crate::config::BreakerSettings;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BreakerState {

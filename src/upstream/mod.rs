@@ -17,6 +17,7 @@
 //! request may be retried. Redirects are never followed, and no environment proxy is used.
 
 mod breaker;
+pub mod config;
 pub mod headers;
 mod retry;
 mod targets;
@@ -40,14 +41,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use breaker::BreakerState;
 
-use crate::stall::{Side, StallTimeout};
 use crate::{
-    config::{ConfigError, HealthCheckSettings, UpstreamSettings},
+    config::ConfigError,
     error::{Error, caused_by},
     limits::{BodyLimit, Deadline, body_read_error, is_body_limit_error},
     observability::{Notes, metrics::UpstreamMetrics},
+    stall::{Side, StallTimeout},
 };
 use breaker::CircuitBreaker;
+use config::{HealthCheckSettings, UpstreamSettings};
 use retry::RetryPolicy;
 use targets::Targets;
 

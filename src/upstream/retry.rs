@@ -15,8 +15,8 @@ use std::{
 
 use http::{HeaderMap, Method, StatusCode, header::RETRY_AFTER};
 
+use super::config::RetrySettings;
 use super::window::Window;
-use crate::config::RetrySettings;
 
 /// Retries the budget always allows per window, so a quiet upstream can still be retried.
 const BUDGET_FLOOR: f64 = 10.0;

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use rustls::{ClientConfig, RootCertStore, crypto::CryptoProvider};
 use rustls_platform_verifier::BuilderVerifierExt;
 
-use crate::config::{ConfigError, JwtKeySource, Plan};
+use crate::{
+    auth::config::JwtKeySource,
+    config::{ConfigError, Plan},
+};
 
 /// Whether anything in `plan` calls out over HTTPS: an upstream target or a JWKS endpoint.
 pub fn needs_trust_store(plan: &Plan) -> bool {

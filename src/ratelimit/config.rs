@@ -1,13 +1,74 @@
-//! Validation of `[rate_limit]` and `[rate_limits.NAME]` into [`RateLimitSettings`], and of the
-//! policy names a route lists in `rate_limit`.
+//! `[rate_limit]` (where the state lives) and `[rate_limits.NAME]` (the policies): their
+//! configuration as the file spells it, its validation into [`RateLimitSettings`], and the
+//! check of the policy names a route lists in `rate_limit`.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use http::HeaderName;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::{
-    Config, OnStoreError, RateLimitPolicyConfig, RateLimitStoreKind, RouteConfig, plan::Problems,
-};
+use crate::config::{HumanDuration, OneOrMany, Problems, units::millis};
+
+/// `[rate_limit]`: where rate-limit state lives, shared by every policy.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// `memory` (per instance, the default) or `redis` (shared by every instance).
+    pub store: RateLimitStoreKind,
+    pub redis_url: Option<String>,
+    /// `redis_url` is a node of a Redis Cluster.
+    pub cluster: bool,
+    /// What a check does when Redis fails or is slower than `timeout`.
+    pub on_store_error: OnStoreError,
+    /// Bound on one Redis check.
+    pub timeout: HumanDuration,
+    /// Keys the in-memory store tracks per policy before new keys share one bucket.
+    pub max_keys: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            store: RateLimitStoreKind::Memory,
+            redis_url: None,
+            cluster: false,
+            on_store_error: OnStoreError::Local,
+            timeout: millis(50),
+            max_keys: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitStoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// `on_store_error`: fail open, fail closed (503), or limit per instance meanwhile.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    Allow,
+    Deny,
+    #[default]
+    Local,
+}
+
+/// `[rate_limits.NAME]`: `limit` requests per `per` for each `key`, up to `burst` at once.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicyConfig {
+    /// `ip`, `user`, `api_key`, `header:NAME` or `global`.
+    pub key: String,
+    pub limit: u32,
+    pub per: HumanDuration,
+    /// Requests allowed at once after an idle period; defaults to `limit`.
+    pub burst: Option<u32>,
+}
 
 /// The validated rate-limit configuration.
 #[derive(Clone, Debug)]
@@ -96,8 +157,12 @@ pub fn quota_problems(limit: u32, per: Duration, burst: u32) -> Vec<(&'static st
     problems
 }
 
-pub(super) fn rate_limit_settings(config: &Config, problems: &mut Problems) -> RateLimitSettings {
-    let section = &config.rate_limit;
+/// Validates `[rate_limit]` and every `[rate_limits.NAME]` policy.
+pub fn settings(
+    section: &RateLimitConfig,
+    policies: &BTreeMap<String, RateLimitPolicyConfig>,
+    problems: &mut Problems,
+) -> RateLimitSettings {
     let store = match section.store {
         RateLimitStoreKind::Memory => RateLimitStore::Memory,
         RateLimitStoreKind::Redis => match &section.redis_url {
@@ -122,8 +187,7 @@ pub(super) fn rate_limit_settings(config: &Config, problems: &mut Problems) -> R
     if section.max_keys == 0 {
         problems.add("rate_limit.max_keys", "must be at least 1");
     }
-    let policies = config
-        .rate_limits
+    let policies = policies
         .iter()
         .filter_map(|(name, policy)| {
             policy_settings(name, policy, problems).map(|p| (name.clone(), p))
@@ -144,7 +208,7 @@ fn policy_settings(
     problems: &mut Problems,
 ) -> Option<PolicySettings> {
     let key = format!("rate_limits.{name}");
-    let before = problems.0.len();
+    let before = problems.count();
     // The name travels in the RateLimit headers as a structured-field string and in Redis keys.
     if name.is_empty()
         || !name
@@ -161,7 +225,7 @@ fn policy_settings(
     for (field, message) in quota_problems(policy.limit, per, burst) {
         problems.add(format!("{key}.{field}"), message);
     }
-    (problems.0.len() == before).then_some(())?;
+    (problems.count() == before).then_some(())?;
     Some(PolicySettings {
         name: name.to_owned(),
         key: limit_key?,
@@ -172,13 +236,13 @@ fn policy_settings(
 }
 
 /// The policy names of a route's `rate_limit`, each checked to exist.
-pub(super) fn route_rate_limits(
+pub fn route_policies(
     key: &str,
-    route: &RouteConfig,
-    config: &Config,
+    listed: Option<&OneOrMany>,
+    policies: &BTreeMap<String, RateLimitPolicyConfig>,
     problems: &mut Problems,
 ) -> Vec<String> {
-    let Some(names) = &route.rate_limit else {
+    let Some(names) = listed else {
         return vec![];
     };
     let names = names.as_slice();
@@ -190,8 +254,8 @@ pub(super) fn route_rate_limits(
     }
     let mut seen: Vec<String> = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        if !config.rate_limits.contains_key(name) {
-            let known: Vec<&str> = config.rate_limits.keys().map(String::as_str).collect();
+        if !policies.contains_key(name) {
+            let known: Vec<&str> = policies.keys().map(String::as_str).collect();
             let known = if known.is_empty() {
                 "none defined".to_owned()
             } else {
