@@ -34,6 +34,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod compression;
 pub mod config;
 pub mod cors;
 pub mod docs;
@@ -145,27 +146,6 @@ fn sensitive_headers(plan: &Plan) -> tower_http::sensitive_headers::SetSensitive
     tower_http::sensitive_headers::SetSensitiveHeadersLayer::new(names)
 }
 
-/// Response compression (tower-http), outside the request id layer so that problem bodies,
-/// rendered there, are compressed too. Bodies the upstream already encoded, images, gRPC and
-/// event streams pass as they are.
-fn compression(
-    settings: config::CompressionSettings,
-) -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
-    use tower_http::compression::{
-        CompressionLayer, Predicate,
-        predicate::{NotForContentType, SizeAbove},
-    };
-    CompressionLayer::new()
-        .gzip(settings.gzip)
-        .br(settings.br)
-        .compress_when(
-            SizeAbove::new(settings.min_size)
-                .and(NotForContentType::GRPC)
-                .and(NotForContentType::IMAGES)
-                .and(NotForContentType::SSE),
-        )
-}
-
 /// The layers every request passes through before routing, outermost first.
 ///
 /// One `ServiceBuilder` stack, boxed once by the outer `Router`: each `Router::layer` would box
@@ -182,7 +162,7 @@ fn wrap(routes: Router, plan: &Plan, trust: TrustBoundaryLayer) -> Router {
         .option_layer(plan.compression.map(|settings| {
             ServiceBuilder::new()
                 .map_response(IntoResponse::into_response)
-                .layer(compression(settings))
+                .layer(compression::layer(settings))
         }))
         .layer(RequestIdLayer)
         .layer(TraceContextLayer)
@@ -192,7 +172,7 @@ fn wrap(routes: Router, plan: &Plan, trust: TrustBoundaryLayer) -> Router {
         // CORS: preflights are answered here, before auth and rate limits (browsers send them
         // without credentials); other answers, problems included, get the CORS headers so a
         // page can read them.
-        .option_layer(plan.cors.as_ref().map(cors::CorsLayer::new))
+        .option_layer(plan.cors.clone())
         .map_response(IntoResponse::into_response)
         .layer(CatchPanicLayer::custom(|_panic| {
             Error::Internal("a request handler panicked".into()).into_response()

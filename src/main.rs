@@ -161,7 +161,10 @@ fn main() -> ExitCode {
     let (config, source) = match config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(error) => {
-            init_logging(in_lambda, &config::LogConfig::default());
+            init_logging(
+                in_lambda,
+                &proxyfn::observability::config::LogConfig::default(),
+            );
             return config_failure(&error, in_lambda);
         }
     };

@@ -15,6 +15,7 @@
 //! one user's data is never served to another. Answers carry `X-Cache: HIT`, `MISS` or
 //! `BYPASS`, and hits an `Age` (§5.1).
 
+pub mod config;
 mod entry;
 
 use std::{
@@ -27,10 +28,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use lru::LruCache;
 use redis::AsyncCommands;
 
+use self::config::{CacheSettings, CacheStore, RouteCacheSettings};
 use crate::{
     auth::Principal,
     body::{Buffered, read_up_to},
-    config::{CacheSettings, CacheStore, ConfigError, RouteCacheSettings},
+    config::ConfigError,
     error::Problem,
     observability::metrics::{self, RouteMetrics},
     redis_conn::Redis,

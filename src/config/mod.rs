@@ -4,18 +4,13 @@
 //! Every struct denies unknown fields: a typo such as `auht = [...]` must fail at start-up
 //! instead of silently disabling a policy.
 
-mod cache;
 mod check;
-mod compression;
-mod cors;
 pub mod json_schema;
 mod load;
-mod observability;
 mod plan;
 pub mod problems;
 mod schema;
 pub mod templates;
-mod transform;
 pub mod units;
 mod versioning;
 
@@ -24,16 +19,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use cache::{
-    CacheConfig, CacheSettings, CacheStore, CacheStoreKind, RouteCacheConfig, RouteCacheSettings,
-};
-pub use compression::{CompressionConfig, CompressionSettings};
-pub use cors::{CorsConfig, CorsHeaders, CorsOrigins, CorsSettings};
 pub use load::{ConfigSource, load, load_with};
-pub use observability::{
-    DocsConfig, DocsSettings, LogBuffer, LogConfig, LogFormat, LogSettings, MetricsConfig,
-    MetricsSettings, REDACTED, Redaction,
-};
 pub use plan::{
     AggregateBackend, BUILTIN_PATHS, DOCS_PATH, FaultSettings, LambdaSettings, METRICS_PATH,
     MockResponse, OPENAPI_PATH, Plan, RouteAction, RoutePlan, ServerSettings, TargetPath,
@@ -43,10 +29,6 @@ pub use problems::{
     ConfigError, ConfigProblem, Location, Problems, Secrets, parse_header_name, parse_method,
 };
 pub use schema::RequestSchema;
-pub use transform::{
-    HeaderOps, HeaderOpsConfig, JsonPointer, TransformConfig, TransformSettings, TransformSide,
-    TransformSideConfig,
-};
 pub use units::{ByteSize, HumanDuration};
 pub use versioning::{
     DeprecatedConfig, Deprecation, DeprecationDetails, VersioningConfig, VersioningSettings,
@@ -57,18 +39,18 @@ pub use versioning::{
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
-    pub cors: Option<CorsConfig>,
+    pub cors: Option<crate::cors::config::CorsConfig>,
     pub upstreams: BTreeMap<String, crate::upstream::config::UpstreamConfig>,
     pub auth: crate::auth::config::AuthConfig,
     pub rate_limit: crate::ratelimit::config::RateLimitConfig,
     pub rate_limits: BTreeMap<String, crate::ratelimit::config::RateLimitPolicyConfig>,
     pub routes: Vec<RouteConfig>,
-    pub log: LogConfig,
-    pub metrics: MetricsConfig,
-    pub docs: DocsConfig,
-    pub compression: CompressionConfig,
+    pub log: crate::observability::config::LogConfig,
+    pub metrics: crate::observability::config::MetricsConfig,
+    pub docs: crate::docs::config::DocsConfig,
+    pub compression: crate::compression::CompressionConfig,
     pub versioning: VersioningConfig,
-    pub cache: CacheConfig,
+    pub cache: crate::cache::config::CacheConfig,
     pub lambda: LambdaConfig,
     /// The directory relative paths in the file (`request_schema`) start from: the config
     /// file's own, or the working directory.
@@ -241,13 +223,13 @@ pub struct RouteConfig {
     /// A JSON Schema file (relative to the config file) the request body must match.
     pub request_schema: Option<String>,
     /// JSON and header rewrites of the request and the response.
-    pub transform: Option<TransformConfig>,
+    pub transform: Option<crate::transform::config::TransformConfig>,
     /// Call several upstreams in parallel and merge their JSON answers.
     pub aggregate: Option<Vec<AggregateBackendConfig>>,
     /// Aggregates: name the backends left out in an `_errors` member of the body.
     pub aggregate_errors: Option<bool>,
     /// Serve GET/HEAD answers from the `[cache]` store: `{ ttl, vary, per_principal }`.
-    pub cache: Option<RouteCacheConfig>,
+    pub cache: Option<crate::cache::config::RouteCacheConfig>,
     /// The API version this route serves (`/v2/...`, or chosen by `[versioning]`).
     pub version: Option<String>,
     /// `Deprecation`/`Sunset`/`Link` headers on every response, and `deprecated` in OpenAPI.

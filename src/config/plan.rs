@@ -10,13 +10,19 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::{
     auth::config::{AuthSettings, ProviderRef},
+    cache::config::{CacheSettings, RouteCacheSettings},
+    compression::CompressionSettings,
+    cors::CorsLayer,
+    docs::config::DocsSettings,
+    observability::config::{LogSettings, MetricsSettings},
     ratelimit::config::RateLimitSettings,
+    transform::config::TransformSettings,
     upstream::config::UpstreamSettings,
 };
 
 use super::{
-    Config, ConfigError, ConfigProblem, DocsSettings, LogSettings, MetricsSettings,
-    MockResponseConfig, Problems, RouteConfig, Secrets, parse_header_name, parse_method,
+    Config, ConfigError, ConfigProblem, MockResponseConfig, Problems, RouteConfig, Secrets,
+    parse_header_name, parse_method,
 };
 
 /// Paths the gateway serves itself; a configured route may not take them.
@@ -51,11 +57,11 @@ pub struct Plan {
     pub metrics: MetricsSettings,
     pub docs: DocsSettings,
     /// `None`: responses are never compressed.
-    pub compression: Option<super::CompressionSettings>,
+    pub compression: Option<CompressionSettings>,
     pub versioning: super::VersioningSettings,
-    pub cache: super::CacheSettings,
+    pub cache: CacheSettings,
     /// `None`: no CORS headers (same-origin browser calls only).
-    pub cors: Option<super::CorsSettings>,
+    pub cors: Option<CorsLayer>,
     pub lambda: LambdaSettings,
     /// What validation noted without refusing (secrets missing while linting).
     pub notes: Vec<ConfigProblem>,
@@ -124,11 +130,11 @@ pub struct RoutePlan {
     pub rate_limits: Vec<String>,
     /// The JSON Schema the request body must match.
     pub request_schema: Option<std::sync::Arc<super::RequestSchema>>,
-    pub transform: super::TransformSettings,
+    pub transform: TransformSettings,
     /// The API version this route serves; `None` serves every version.
     pub version: Option<String>,
     pub deprecation: Option<super::Deprecation>,
-    pub cache: Option<super::RouteCacheSettings>,
+    pub cache: Option<RouteCacheSettings>,
 }
 
 #[derive(Clone, Debug)]
@@ -221,13 +227,15 @@ impl Plan {
             &config.rate_limits,
             &mut problems,
         );
-        let log = super::observability::log_settings(config, &mut problems);
-        let metrics = super::observability::metrics_settings(config, &mut problems);
-        let docs = super::observability::docs_settings(config);
-        let compression = super::compression::compression_settings(config, &mut problems);
+        let log = crate::observability::config::log_settings(&config.log, &mut problems);
+        let metrics =
+            crate::observability::config::metrics_settings(&config.metrics, &mut problems);
+        let docs = crate::docs::config::settings(&config.docs);
+        let compression = crate::compression::settings(&config.compression, &mut problems);
         let versioning = super::versioning::versioning_settings(config, &mut problems);
-        let cache = super::cache::cache_settings(config, &mut problems);
-        let cors = super::cors::cors_settings(config, &mut problems);
+        let cache = crate::cache::config::settings(&config.cache, &mut problems);
+        let cors = crate::cors::config::settings(config.cors.as_ref(), &mut problems)
+            .map(|settings| CorsLayer::new(&settings));
         let lambda = lambda_settings(config, &mut problems);
         let routes: Vec<(usize, RoutePlan)> = config
             .routes
@@ -498,7 +506,7 @@ fn route_plan(
     let transform = route
         .transform
         .as_ref()
-        .map(|t| super::transform::transform_settings(&key, t, problems))
+        .map(|t| crate::transform::config::settings(&key, t, problems))
         .unwrap_or_default();
 
     if let Some(version) = &route.version {
@@ -514,7 +522,12 @@ fn route_plan(
     });
 
     let cache = route.cache.as_ref().and_then(|cache| {
-        super::cache::route_cache(&format!("{key}.cache"), cache, methods.as_deref(), problems)
+        crate::cache::config::route_cache(
+            &format!("{key}.cache"),
+            cache,
+            methods.as_deref(),
+            problems,
+        )
     });
 
     (problems.count() == before).then_some(())?;

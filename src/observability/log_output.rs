@@ -20,7 +20,7 @@ use std::{
 
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::config::LogBuffer;
+use super::config::LogBuffer;
 
 /// The buffer's size in bytes; 0 while lines are written one by one.
 static CAPACITY: AtomicUsize = AtomicUsize::new(0);

@@ -2,6 +2,7 @@
 //! subscriber set-up.
 
 mod access_log;
+pub mod config;
 mod json_lines;
 pub mod log_output;
 pub mod metrics;
@@ -19,7 +20,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::config::{LogConfig, LogFormat};
+use config::{LogConfig, LogFormat};
 
 /// The target of the auth decision events (one per authenticated route's request).
 pub const AUDIT_TARGET: &str = "proxyfn::audit";

@@ -15,9 +15,11 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value};
 
+pub mod config;
+
+use self::config::{HeaderOps, TransformSettings, TransformSide};
 use crate::{
     body::{Buffered, Coding, decode, is_json, read_up_to},
-    config::{HeaderOps, TransformSettings, TransformSide},
     error::{Error, Problem},
     limits::read_whole_body,
 };
@@ -302,8 +304,8 @@ fn apply_headers(ops: &HeaderOps, headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    use super::config::JsonPointer;
     use super::*;
-    use crate::config::JsonPointer;
     use serde_json::json;
 
     fn pointer(text: &str) -> JsonPointer {

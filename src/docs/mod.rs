@@ -24,6 +24,8 @@ use utoipa::openapi::{
     },
 };
 
+pub mod config;
+
 use crate::{
     auth::config::{KeyLocation, ProviderRef},
     config::{DOCS_PATH, METRICS_PATH, OPENAPI_PATH, Plan, RouteAction, RoutePlan},

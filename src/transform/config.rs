@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue, header};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Problems;
+use crate::config::{Problems, parse_header_name};
 
 /// `transform = { request = {...}, response = {...} }`
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -142,7 +142,7 @@ const RESERVED: [HeaderName; 6] = [
     header::TE,
 ];
 
-pub(super) fn transform_settings(
+pub fn settings(
     key: &str,
     transform: &TransformConfig,
     problems: &mut Problems,
@@ -225,7 +225,7 @@ fn pointer(problems: &mut Problems, field: String, text: &str) -> Option<JsonPoi
 }
 
 fn header_name(problems: &mut Problems, field: String, text: &str) -> Option<HeaderName> {
-    let name = super::parse_header_name(&field, text, problems)?;
+    let name = parse_header_name(&field, text, problems)?;
     if RESERVED.contains(&name) {
         problems.add(
             field,

@@ -6,7 +6,7 @@ use http::{HeaderName, HeaderValue, Method};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Config, HumanDuration, Problems, parse_header_name, parse_method};
+use crate::config::{HumanDuration, Problems, parse_header_name, parse_method};
 
 /// `[cors]`; absent, the gateway sends no CORS headers and browsers allow same-origin calls only.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -57,8 +57,9 @@ pub struct CorsSettings {
     pub max_age: Option<Duration>,
 }
 
-pub(super) fn cors_settings(config: &Config, problems: &mut Problems) -> Option<CorsSettings> {
-    let cors = config.cors.as_ref()?;
+/// Validates `[cors]`, when there is one.
+pub fn settings(cors: Option<&CorsConfig>, problems: &mut Problems) -> Option<CorsSettings> {
+    let cors = cors?;
     let origins = if cors.allow_origins.iter().any(|o| o == "*") {
         if cors.allow_origins.len() > 1 {
             problems.add(

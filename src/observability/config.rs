@@ -1,4 +1,5 @@
-//! `[log]`, `[metrics]` and `[docs]`: how the gateway shows itself to operators.
+//! `[log]` and `[metrics]`: what the gateway tells operators, as the file spells it, and
+//! validated.
 
 use std::time::Duration;
 
@@ -6,10 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
-use super::{
-    Config, Problems,
-    units::{ByteSize, HumanDuration},
-};
+use crate::config::{ByteSize, HumanDuration, Problems};
 
 /// `[log]`
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -54,31 +52,6 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             namespace: "proxyfn".into(),
-        }
-    }
-}
-
-/// `[docs]`
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct DocsConfig {
-    /// Serve `GET /openapi.json` and Swagger UI at `GET /docs`.
-    pub enabled: bool,
-    /// `info.title` of the OpenAPI document.
-    pub title: String,
-    /// `info.version` of the OpenAPI document (the API's version, not the gateway's).
-    pub version: String,
-    /// `info.description`.
-    pub description: Option<String>,
-}
-
-impl Default for DocsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            title: "proxyfn".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: None,
         }
     }
 }
@@ -178,16 +151,8 @@ pub struct MetricsSettings {
     pub namespace: String,
 }
 
-#[derive(Clone, Debug)]
-pub struct DocsSettings {
-    pub enabled: bool,
-    pub title: String,
-    pub version: String,
-    pub description: Option<String>,
-}
-
-pub(super) fn log_settings(config: &Config, problems: &mut Problems) -> LogSettings {
-    let log = &config.log;
+/// Validates `[log]`.
+pub fn log_settings(log: &LogConfig, problems: &mut Problems) -> LogSettings {
     if let Some(level) = &log.level
         && let Err(error) = EnvFilter::try_new(level)
     {
@@ -228,8 +193,9 @@ pub(super) fn log_settings(config: &Config, problems: &mut Problems) -> LogSetti
     }
 }
 
-pub(super) fn metrics_settings(config: &Config, problems: &mut Problems) -> MetricsSettings {
-    let namespace = config.metrics.namespace.trim();
+/// Validates `[metrics]`.
+pub fn metrics_settings(metrics: &MetricsConfig, problems: &mut Problems) -> MetricsSettings {
+    let namespace = metrics.namespace.trim();
     // CloudWatch: 1-255 characters, no colon-only oddities; keep to the documented set.
     if namespace.is_empty()
         || namespace.len() > 255
@@ -244,18 +210,8 @@ pub(super) fn metrics_settings(config: &Config, problems: &mut Problems) -> Metr
         );
     }
     MetricsSettings {
-        enabled: config.metrics.enabled,
+        enabled: metrics.enabled,
         namespace: namespace.to_owned(),
-    }
-}
-
-pub(super) fn docs_settings(config: &Config) -> DocsSettings {
-    let docs = &config.docs;
-    DocsSettings {
-        enabled: docs.enabled,
-        title: docs.title.clone(),
-        version: docs.version.clone(),
-        description: docs.description.clone(),
     }
 }
 
@@ -286,9 +242,9 @@ mod tests {
     }
 
     fn log_of(toml: &str) -> Result<LogSettings, Vec<String>> {
-        let config = Config::from_toml(toml).expect("parses");
+        let config = crate::config::Config::from_toml(toml).expect("parses");
         let mut problems = Problems::default();
-        let settings = log_settings(&config, &mut problems);
+        let settings = log_settings(&config.log, &mut problems);
         let found: Vec<String> = problems.found().iter().map(ToString::to_string).collect();
         if found.is_empty() {
             Ok(settings)

@@ -6,7 +6,7 @@ use http::{HeaderName, header};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Config, HumanDuration, Problems};
+use crate::config::{ByteSize, HumanDuration, Problems, parse_header_name};
 
 /// `[cache]`
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -81,8 +81,8 @@ pub struct RouteCacheSettings {
     pub per_principal: bool,
 }
 
-pub(super) fn cache_settings(config: &Config, problems: &mut Problems) -> CacheSettings {
-    let cache = &config.cache;
+/// Validates `[cache]`.
+pub fn settings(cache: &CacheConfig, problems: &mut Problems) -> CacheSettings {
     let store = match (cache.store, &cache.redis_url) {
         (CacheStoreKind::Memory, _) => CacheStore::Memory {
             max_bytes: cache.max_bytes.0,
@@ -114,7 +114,7 @@ pub(super) fn cache_settings(config: &Config, problems: &mut Problems) -> CacheS
     }
 }
 
-pub(super) fn route_cache(
+pub fn route_cache(
     key: &str,
     cache: &RouteCacheConfig,
     methods: Option<&[http::Method]>,
@@ -140,7 +140,7 @@ pub(super) fn route_cache(
         .enumerate()
         .filter_map(|(i, name)| {
             let key = format!("{key}.vary[{i}]");
-            let name = super::parse_header_name(&key, name, problems)?;
+            let name = parse_header_name(&key, name, problems)?;
             if name == header::AUTHORIZATION || name == header::COOKIE {
                 problems.add(
                     key,

@@ -13,7 +13,9 @@ use axum::extract::Request;
 use http::{Method, header};
 use tower::{Layer, Service};
 
-use crate::config::{CorsHeaders, CorsOrigins, CorsSettings};
+use config::{CorsHeaders, CorsOrigins, CorsSettings};
+
+pub mod config;
 
 /// CORS for the configured origins; built once from validated settings, so it cannot panic.
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Config, Problems};
+use crate::config::{ByteSize, Problems};
 
 /// `[compression]`
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -35,11 +35,11 @@ pub struct CompressionSettings {
     pub min_size: u64,
 }
 
-pub(super) fn compression_settings(
-    config: &Config,
+/// Validates `[compression]`; `None` when responses are never compressed.
+pub fn settings(
+    compression: &CompressionConfig,
     problems: &mut Problems,
 ) -> Option<CompressionSettings> {
-    let compression = &config.compression;
     let mut settings = CompressionSettings {
         gzip: false,
         br: false,
@@ -62,4 +62,25 @@ pub(super) fn compression_settings(
         );
     }
     compression.enabled.then_some(settings)
+}
+
+/// Response compression (tower-http), outside the request id layer so that problem bodies,
+/// rendered there, are compressed too. Bodies the upstream already encoded, images, gRPC and
+/// event streams pass as they are.
+pub fn layer(
+    settings: CompressionSettings,
+) -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::{
+        CompressionLayer, Predicate,
+        predicate::{NotForContentType, SizeAbove},
+    };
+    CompressionLayer::new()
+        .gzip(settings.gzip)
+        .br(settings.br)
+        .compress_when(
+            SizeAbove::new(settings.min_size)
+                .and(NotForContentType::GRPC)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::SSE),
+        )
 }
