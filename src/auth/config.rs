@@ -502,3 +502,37 @@ pub fn settings(auth: &AuthConfig, problems: &mut Problems) -> AuthSettings {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Plan, problems_in as problems};
+
+    #[test]
+    fn a_zero_jwks_min_refresh_is_rejected() {
+        let found = problems(
+            "[auth.jwt.main]\njwks_url = \"https://idp.test/jwks.json\"\nalgorithms = [\"RS256\"]\njwks_min_refresh = \"0s\"\n",
+        );
+        assert_eq!(
+            found,
+            vec!["auth.jwt.main.jwks_min_refresh: must be greater than zero"]
+        );
+    }
+
+    #[test]
+    fn identity_headers_cannot_be_headers_the_gateway_owns() {
+        let found = problems(
+            "[auth.api_keys.p]\nforward_identity = { id = \"x-forwarded-for\", scopes = \"\" }\n\
+             [auth.jwt.j]\njwks_url = \"https://idp.test/jwks\"\nalgorithms = [\"RS256\"]\n\
+             forward_claims = { sub = \"X-Request-Id\" }\n",
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with(
+            "auth.jwt.j.forward_claims.sub: \"x-request-id\" is a header the gateway"
+        ));
+        assert!(found[1].starts_with("auth.api_keys.p.forward_identity.id: \"x-forwarded-for\""));
+        let plan = Plan::new(&Config::from_toml("[auth.api_keys.p]\n").unwrap()).unwrap();
+        let keys = &plan.auth.api_keys["p"];
+        assert_eq!(keys.forward_id.as_ref().unwrap(), "x-api-key-id");
+        assert_eq!(keys.forward_scopes.as_ref().unwrap(), "x-api-key-scopes");
+    }
+}

@@ -28,7 +28,11 @@ pub mod config;
 
 use crate::{
     auth::config::{KeyLocation, ProviderRef},
-    config::{DOCS_PATH, METRICS_PATH, OPENAPI_PATH, Plan, RouteAction, RoutePlan},
+    config::Plan,
+    routes::{
+        builtin::{DOCS_PATH, METRICS_PATH, OPENAPI_PATH},
+        config::{RouteAction, RoutePlan},
+    },
 };
 
 use crate::routes::validate::carries_body;

@@ -8,7 +8,10 @@ use http::HeaderName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{HumanDuration, OneOrMany, Problems, units::millis};
+use crate::{
+    config::{HumanDuration, Problems, units::millis},
+    routes::config::OneOrMany,
+};
 
 /// `[rate_limit]`: where rate-limit state lives, shared by every policy.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -276,14 +279,7 @@ pub fn route_policies(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, Plan};
-
-    fn problems(toml: &str) -> Vec<String> {
-        match Plan::new(&Config::from_toml(toml).unwrap()) {
-            Ok(_) => vec![],
-            Err(error) => error.problems.iter().map(ToString::to_string).collect(),
-        }
-    }
+    use crate::config::{Config, Plan, problems_in as problems};
 
     #[test]
     fn policies_are_validated_with_their_key_paths() {

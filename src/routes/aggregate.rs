@@ -23,8 +23,8 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     body::{Buffered, Coding, decode, is_json, read_up_to},
-    config::AggregateBackend,
     error::Error,
+    routes::config::AggregateBackend,
     upstream::Upstream,
 };
 

@@ -20,14 +20,45 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, json};
 
 use crate::{
-    config::{DOCS_PATH, METRICS_PATH, OPENAPI_PATH, Plan},
-    error::Error,
-    observability::metrics,
-    runtime::StagePrefix,
-    upstream::Upstream,
+    config::Plan, error::Error, observability::metrics, runtime::StagePrefix, upstream::Upstream,
 };
 
-/// Keep in step with [`crate::config::BUILTIN_PATHS`], which reserves these paths.
+pub const HEALTH_PATH: &str = "/health";
+pub const READY_PATH: &str = "/ready";
+/// Served when `[metrics] enabled` (server mode).
+pub const METRICS_PATH: &str = "/metrics";
+/// Served when `[docs] enabled`: the document, and Swagger UI under `/docs/`.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+pub const DOCS_PATH: &str = "/docs";
+
+/// The endpoints the gateway serves itself, as configured: one list for validation (no route
+/// may take these paths), the router and the OpenAPI document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Builtins {
+    pub metrics: bool,
+    pub docs: bool,
+}
+
+impl Builtins {
+    /// The paths served, in the order the router takes them.
+    pub fn paths(self) -> impl Iterator<Item = &'static str> {
+        [HEALTH_PATH, READY_PATH]
+            .into_iter()
+            .chain(self.metrics.then_some(METRICS_PATH))
+            .chain(self.docs.then_some(OPENAPI_PATH))
+            .chain(self.docs.then_some(DOCS_PATH))
+    }
+
+    /// Whether a route template would be shadowed by one of them (`/docs` covers `/docs/...`).
+    pub fn covers(self, template: &str) -> bool {
+        self.paths().any(|path| template == path)
+            || (self.docs
+                && template
+                    .strip_prefix(DOCS_PATH)
+                    .is_some_and(|rest| rest.starts_with('/')))
+    }
+}
+
 const HEALTH: &str = concat!(
     r#"{"status":"ok","version":""#,
     env!("CARGO_PKG_VERSION"),
@@ -68,9 +99,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         router = router.route(METRICS_PATH, get(prometheus).fallback(method_not_allowed));
     }
     router
-        .route("/health", get(health).fallback(method_not_allowed))
+        .route(HEALTH_PATH, get(health).fallback(method_not_allowed))
         .route(
-            "/ready",
+            READY_PATH,
             get(ready)
                 .fallback(method_not_allowed)
                 .with_state(readiness),

@@ -6,7 +6,8 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
-use crate::{config::FaultSettings, error::Error};
+use super::config::FaultSettings;
+use crate::error::Error;
 
 pub struct Fault {
     delay: Option<(Duration, f64)>,

@@ -4,7 +4,7 @@ use axum::{body::Body, response::Response};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::config::MockResponse;
+use super::config::MockResponse;
 
 pub struct MockRoute {
     status: StatusCode,

@@ -7,13 +7,15 @@
 //! a method no route on the path accepts is 405 with `Allow` (RFC 9110 §15.5.6).
 
 mod aggregate;
-mod builtin;
+pub mod builtin;
+pub mod config;
 mod fault;
 mod mock;
 pub mod normalize;
 mod proxy;
+pub mod schema;
 pub(crate) mod validate;
-mod version;
+pub mod version;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -24,10 +26,12 @@ use axum::{
 };
 use http::{HeaderValue, Method};
 
+use config::{RouteAction, RoutePlan};
+
 use crate::{
     auth::{Providers, RoutePolicy},
     cache::{Lookup, ResponseCache, RouteCache},
-    config::{Plan, RouteAction, RoutePlan},
+    config::Plan,
     error::Error,
     observability::{Notes, metrics::RouteMetrics},
     ratelimit::{Decision, RateLimiter, RouteLimits, RoutePhases},
@@ -92,7 +96,7 @@ struct Route {
     /// The route's identity in the access log and its metric handles.
     metrics: Arc<RouteMetrics>,
     version: Option<Arc<str>>,
-    deprecation: Option<crate::config::Deprecation>,
+    deprecation: Option<version::config::Deprecation>,
     methods: Option<Vec<Method>>,
     auth: Option<RoutePolicy>,
     limits: RoutePhases,

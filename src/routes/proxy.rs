@@ -13,7 +13,7 @@ use http::HeaderValue;
 
 use super::mock::MockRoute;
 use crate::{
-    config::{TargetPath, TemplatePart},
+    routes::config::{TargetPath, TemplatePart},
     upstream::Upstream,
 };
 

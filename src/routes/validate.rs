@@ -17,10 +17,10 @@ use http::{Method, header};
 
 use crate::{
     body::is_json,
-    config::RequestSchema,
     error::{Error, FieldError},
     limits::read_whole_body,
     observability::config::Redaction,
+    routes::schema::RequestSchema,
 };
 
 /// At most this many errors are listed; a huge body cannot make a huge problem.

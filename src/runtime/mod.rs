@@ -1,6 +1,7 @@
 //! The two ways the same router runs: inside AWS Lambda, or as a plain HTTP server.
 //! Each runtime tells the router who the client is through [`ClientInfo`].
 
+pub mod config;
 mod connection;
 pub mod lambda;
 pub mod server;

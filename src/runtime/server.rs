@@ -50,8 +50,8 @@ use super::{
 };
 use crate::{
     App,
-    config::ServerSettings,
     observability::{log_output, throttle::Throttle},
+    runtime::config::ServerSettings,
     trust::TrustedProxies,
     upstream::{
         Upstream,

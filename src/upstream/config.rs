@@ -354,3 +354,18 @@ pub(crate) fn url_problem(error: url::ParseError) -> &'static str {
         _ => "not a valid URL",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::problems_in as problems;
+
+    #[test]
+    fn upstream_urls_carry_no_credentials() {
+        let found = problems("[upstreams.u]\nurl = \"https://user:secret@example.com\"\n");
+        assert!(found[0].contains("credentials"), "{found:?}");
+        assert!(
+            !found[0].contains("secret"),
+            "the password leaked: {found:?}"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Config, Problems};
+use crate::config::{Problems, parse_header_name};
 
 /// `[versioning]`: how a request names the version of a versioned route. A path prefix
 /// (`/v2/things`) always works; then the header, then the query parameter, then `default`.
@@ -66,25 +66,25 @@ pub struct Deprecation {
     pub link: Option<HeaderValue>,
 }
 
-pub(super) fn versioning_settings(config: &Config, problems: &mut Problems) -> VersioningSettings {
-    let versioning = &config.versioning;
+/// Validates `[versioning]`; `versions` are the routes' `version`s, which `default` must be
+/// one of.
+pub fn settings(
+    versioning: &VersioningConfig,
+    versions: &[&str],
+    problems: &mut Problems,
+) -> VersioningSettings {
     let header = versioning
         .header
         .as_deref()
-        .and_then(|name| super::parse_header_name("versioning.header", name, problems));
+        .and_then(|name| parse_header_name("versioning.header", name, problems));
     if versioning.query.as_deref() == Some("") {
         problems.add(
             "versioning.query",
             "name the query parameter, or omit the key",
         );
     }
-    let known: Vec<&str> = config
-        .routes
-        .iter()
-        .filter_map(|r| r.version.as_deref())
-        .collect();
     if let Some(default) = &versioning.default
-        && !known.contains(&default.as_str())
+        && !versions.contains(&default.as_str())
     {
         problems.add(
             "versioning.default",
@@ -99,7 +99,7 @@ pub(super) fn versioning_settings(config: &Config, problems: &mut Problems) -> V
 }
 
 /// A route's `version`: one path segment of letters, digits, `.`, `-` or `_`.
-pub(super) fn check_version(key: &str, version: &str, problems: &mut Problems) {
+pub fn check_version(key: &str, version: &str, problems: &mut Problems) {
     let valid = !version.is_empty()
         && version
             .chars()
@@ -112,7 +112,7 @@ pub(super) fn check_version(key: &str, version: &str, problems: &mut Problems) {
     }
 }
 
-pub(super) fn deprecation(
+pub fn deprecation(
     key: &str,
     config: &DeprecatedConfig,
     loaded_at: SystemTime,

@@ -5,7 +5,9 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use crate::config::{Deprecation, VersioningSettings};
+pub mod config;
+
+use config::{Deprecation, VersioningSettings};
 
 pub struct Versioning {
     settings: VersioningSettings,

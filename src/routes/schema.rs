@@ -4,7 +4,7 @@ use std::{path::Path, sync::Arc};
 
 use serde_json::Value;
 
-use super::Problems;
+use crate::config::Problems;
 
 /// A compiled request-body schema and the document it came from (for the OpenAPI document).
 pub struct RequestSchema {
@@ -26,7 +26,7 @@ impl std::fmt::Debug for RequestSchema {
 
 /// Reads `file` (relative to `base_dir`) and compiles it, reporting what is wrong under `key`.
 /// The schema must be self-contained: `$ref`s to other files or URLs are not fetched.
-pub(super) fn load_request_schema(
+pub fn load_request_schema(
     key: &str,
     file: &str,
     base_dir: Option<&Path>,

@@ -1,0 +1,956 @@
+//! `[[routes]]`: a path template and what serves it, as the file spells it, validated into
+//! [`RoutePlan`]s against the names a route may refer to ([`Names`]), and the route table's
+//! own checks (no two routes claim the same requests).
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{builtin::Builtins, version::config::DeprecatedConfig};
+use crate::{
+    auth::config::ProviderRef,
+    cache::config::{RouteCacheConfig, RouteCacheSettings},
+    config::{HumanDuration, Problems, parse_method},
+    ratelimit::config::RateLimitPolicyConfig,
+    transform::config::{TransformConfig, TransformSettings},
+};
+
+/// What a route may refer to, from the rest of the configuration.
+pub struct Names<'a> {
+    pub upstreams: Vec<&'a str>,
+    pub jwt: Vec<&'a str>,
+    pub api_keys: Vec<&'a str>,
+    pub policies: &'a BTreeMap<String, RateLimitPolicyConfig>,
+    pub builtins: Builtins,
+    /// Where relative paths (`request_schema`) start.
+    pub base_dir: Option<&'a Path>,
+}
+
+/// Validates every route, and the table they make together; `None` where a route is wrong.
+pub fn plans(routes: &[RouteConfig], names: &Names<'_>, problems: &mut Problems) -> Vec<RoutePlan> {
+    let plans: Vec<RoutePlan> = routes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, route)| plan(index, route, names, problems))
+        .collect();
+    check_route_table(&route_shapes(routes), problems);
+    plans
+}
+
+/// `[[routes]]`: a path template and what serves it.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// axum path syntax: `/users/{id}`, `/files/{*rest}`.
+    pub path: String,
+    /// Allowed methods; omitted means any. GET implies HEAD.
+    pub methods: Option<Vec<String>>,
+    /// Name of an `[upstreams.NAME]` to forward to.
+    pub upstream: Option<String>,
+    /// Remove this prefix from the path before forwarding.
+    pub strip_prefix: Option<String>,
+    /// Replace the forwarded path; `{param}` placeholders take the captured values.
+    pub rewrite: Option<String>,
+    /// Answer from the gateway itself (API Gateway's mock integration).
+    pub response: Option<MockResponseConfig>,
+    /// Served instead of an error when the upstream fails, times out or is open.
+    pub fallback: Option<MockResponseConfig>,
+    /// Injected latency and errors, for chaos testing.
+    pub fault: Option<FaultConfig>,
+    /// Providers that may authenticate the request, any one sufficing: `["jwt:main"]`.
+    pub auth: Option<Vec<String>>,
+    /// Scopes the principal must all hold.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `[rate_limits.NAME]` policies the request must pass, all of them.
+    pub rate_limit: Option<OneOrMany>,
+    /// A JSON Schema file (relative to the config file) the request body must match.
+    pub request_schema: Option<String>,
+    /// JSON and header rewrites of the request and the response.
+    pub transform: Option<TransformConfig>,
+    /// Call several upstreams in parallel and merge their JSON answers.
+    pub aggregate: Option<Vec<AggregateBackendConfig>>,
+    /// Aggregates: name the backends left out in an `_errors` member of the body.
+    pub aggregate_errors: Option<bool>,
+    /// Serve GET/HEAD answers from the `[cache]` store: `{ ttl, vary, per_principal }`.
+    pub cache: Option<RouteCacheConfig>,
+    /// The API version this route serves (`/v2/...`, or chosen by `[versioning]`).
+    pub version: Option<String>,
+    /// `Deprecation`/`Sunset`/`Link` headers on every response, and `deprecated` in OpenAPI.
+    pub deprecated: Option<DeprecatedConfig>,
+}
+
+/// One backend of an `aggregate` route.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateBackendConfig {
+    pub upstream: String,
+    /// Path and query on the upstream; `{param}` takes the route's captured values.
+    pub path: String,
+    /// Default `GET`.
+    pub method: Option<String>,
+    /// Member of the merged body this backend's JSON goes under; without it, the backend's
+    /// object members are merged at the root.
+    pub key: Option<String>,
+    /// Bound on this backend's call, on top of the upstream's own timeout.
+    pub timeout: Option<HumanDuration>,
+    /// When this backend fails, the whole answer is 502.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// `fault = { delay, delay_percent, abort_status, abort_percent }`
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    pub delay: Option<HumanDuration>,
+    #[serde(default)]
+    pub delay_percent: f64,
+    pub abort_status: Option<u16>,
+    #[serde(default)]
+    pub abort_percent: f64,
+}
+
+/// A fixed response served by the gateway.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MockResponseConfig {
+    #[serde(default = "default_mock_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: String,
+}
+
+fn default_mock_status() -> u16 {
+    200
+}
+
+/// One name or a list of names: `rate_limit = "a"` or `rate_limit = ["a", "b"]`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(name) => std::slice::from_ref(name),
+            OneOrMany::Many(names) => names,
+        }
+    }
+}
+
+/// Injected faults; percentages are probabilities in 0.0..=1.0.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultSettings {
+    pub delay: Option<Duration>,
+    pub delay_probability: f64,
+    pub abort_status: Option<StatusCode>,
+    pub abort_probability: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct RoutePlan {
+    /// The path template as written, e.g. `/users/{*rest}`; also the route's name in logs.
+    pub path: String,
+    /// `None` accepts every method.
+    pub methods: Option<Vec<Method>>,
+    pub action: RouteAction,
+    pub fallback: Option<MockResponse>,
+    pub fault: Option<FaultSettings>,
+    /// Empty: a public route.
+    pub auth: Vec<ProviderRef>,
+    pub scopes: Vec<String>,
+    /// Names of `[rate_limits.NAME]` policies, all of which must pass.
+    pub rate_limits: Vec<String>,
+    /// The JSON Schema the request body must match.
+    pub request_schema: Option<std::sync::Arc<super::schema::RequestSchema>>,
+    pub transform: TransformSettings,
+    /// The API version this route serves; `None` serves every version.
+    pub version: Option<String>,
+    pub deprecation: Option<super::version::config::Deprecation>,
+    pub cache: Option<RouteCacheSettings>,
+}
+
+#[derive(Clone, Debug)]
+pub enum RouteAction {
+    Proxy {
+        upstream: String,
+        target: TargetPath,
+    },
+    Mock(MockResponse),
+    Aggregate {
+        backends: Vec<AggregateBackend>,
+        /// List the backends left out in an `_errors` member.
+        report_errors: bool,
+    },
+}
+
+/// One backend call of an aggregate route.
+#[derive(Clone, Debug)]
+pub struct AggregateBackend {
+    pub upstream: String,
+    /// Path and query, with the route's parameters to substitute.
+    pub target: Vec<TemplatePart>,
+    pub method: Method,
+    pub key: Option<String>,
+    pub timeout: Option<std::time::Duration>,
+    pub required: bool,
+}
+
+impl AggregateBackend {
+    /// How the backend is named in `_errors` and problems: its key, else its upstream.
+    pub fn name(&self) -> &str {
+        self.key.as_deref().unwrap_or(&self.upstream)
+    }
+}
+
+/// How the normalized request path becomes the upstream path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPath {
+    Unchanged,
+    StripPrefix(String),
+    Rewrite(Vec<TemplatePart>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplatePart {
+    Literal(String),
+    Param(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct MockResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl RoutePlan {
+    /// The path template clients use: a versioned route's is under its version prefix
+    /// (`/v2/things/{*rest}`), the form that needs no version header.
+    pub fn public_path(&self) -> String {
+        match &self.version {
+            Some(version) => format!("/{version}{}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// Validates `routes[index]` against what it may refer to.
+fn plan(
+    index: usize,
+    route: &RouteConfig,
+    names: &Names<'_>,
+    problems: &mut Problems,
+) -> Option<RoutePlan> {
+    let key = format!("routes[{index}]");
+    let before = problems.count();
+
+    let params = check_path_template(&route.path)
+        .map_err(|message| problems.add(format!("{key}.path"), message))
+        .unwrap_or_default();
+    if names.builtins.covers(&route.path) {
+        problems.add(
+            format!("{key}.path"),
+            format!("{:?} is a built-in endpoint of the gateway", route.path),
+        );
+    }
+
+    let methods = route.methods.as_ref().map(|methods| {
+        if methods.is_empty() {
+            problems.add(
+                format!("{key}.methods"),
+                "list at least one method, or omit the key for any",
+            );
+        }
+        methods
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| parse_method(&format!("{key}.methods[{i}]"), m, problems))
+            .collect::<Vec<_>>()
+    });
+
+    let action = match (&route.upstream, &route.response, &route.aggregate) {
+        (None, None, Some(backends)) => {
+            path_keys_need_an_upstream(&key, route, problems);
+            aggregate_backends(&key, backends, &params, names, problems).map(|backends| {
+                RouteAction::Aggregate {
+                    backends,
+                    report_errors: route.aggregate_errors.unwrap_or(true),
+                }
+            })
+        }
+        (None, None, None) => {
+            problems.add(
+                &key,
+                "set `upstream` (proxy), `response` (mock) or `aggregate`",
+            );
+            None
+        }
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            problems.add(
+                &key,
+                "set only one of `upstream`, `response` and `aggregate`",
+            );
+            None
+        }
+        (None, Some(response), None) => {
+            path_keys_need_an_upstream(&key, route, problems);
+            mock_response(&format!("{key}.response"), response, problems).map(RouteAction::Mock)
+        }
+        (Some(upstream), None, None) => {
+            check_upstream(&format!("{key}.upstream"), upstream, names, problems);
+            target_path(&key, route, &params, problems).map(|target| RouteAction::Proxy {
+                upstream: upstream.clone(),
+                target,
+            })
+        }
+    };
+
+    if route.aggregate_errors.is_some() && route.aggregate.is_none() {
+        problems.add(
+            format!("{key}.aggregate_errors"),
+            "only applies to routes with `aggregate`",
+        );
+    }
+    let fallback = route.fallback.as_ref().and_then(|fallback| {
+        if route.upstream.is_none() {
+            problems.add(
+                format!("{key}.fallback"),
+                "only applies to routes with an `upstream`",
+            );
+        }
+        mock_response(&format!("{key}.fallback"), fallback, problems)
+    });
+    let fault = route
+        .fault
+        .as_ref()
+        .map(|fault| fault_settings(&format!("{key}.fault"), fault, problems));
+    let auth = route_auth(&key, route, names, problems);
+    let rate_limits = crate::ratelimit::config::route_policies(
+        &key,
+        route.rate_limit.as_ref(),
+        names.policies,
+        problems,
+    );
+    let request_schema = route.request_schema.as_deref().and_then(|file| {
+        super::schema::load_request_schema(
+            &format!("{key}.request_schema"),
+            file,
+            names.base_dir,
+            problems,
+        )
+    });
+
+    let transform = route
+        .transform
+        .as_ref()
+        .map(|t| crate::transform::config::settings(&key, t, problems))
+        .unwrap_or_default();
+
+    if let Some(version) = &route.version {
+        super::version::config::check_version(&format!("{key}.version"), version, problems);
+    }
+    let deprecation = route.deprecated.as_ref().and_then(|deprecated| {
+        super::version::config::deprecation(
+            &format!("{key}.deprecated"),
+            deprecated,
+            std::time::SystemTime::now(),
+            problems,
+        )
+    });
+
+    let cache = route.cache.as_ref().and_then(|cache| {
+        crate::cache::config::route_cache(
+            &format!("{key}.cache"),
+            cache,
+            methods.as_deref(),
+            problems,
+        )
+    });
+
+    (problems.count() == before).then_some(())?;
+    Some(RoutePlan {
+        path: route.path.clone(),
+        methods,
+        action: action?,
+        fallback,
+        fault,
+        auth,
+        scopes: route.scopes.clone(),
+        rate_limits,
+        request_schema,
+        transform,
+        version: route.version.clone(),
+        deprecation,
+        cache,
+    })
+}
+
+/// `strip_prefix` and `rewrite` shape the forwarded path: a mock or an aggregate has none.
+fn path_keys_need_an_upstream(key: &str, route: &RouteConfig, problems: &mut Problems) {
+    for (field, set) in [
+        ("strip_prefix", route.strip_prefix.is_some()),
+        ("rewrite", route.rewrite.is_some()),
+    ] {
+        if set {
+            problems.add(
+                format!("{key}.{field}"),
+                "only applies to routes with an `upstream`",
+            );
+        }
+    }
+}
+
+fn check_upstream(key: &str, upstream: &str, names: &Names<'_>, problems: &mut Problems) {
+    if !names.upstreams.contains(&upstream) {
+        let known = &names.upstreams;
+        let known = if known.is_empty() {
+            "none defined".to_owned()
+        } else {
+            known.join(", ")
+        };
+        problems.add(
+            key,
+            format!("unknown upstream {upstream:?} (known: {known})"),
+        );
+    }
+}
+
+fn aggregate_backends(
+    key: &str,
+    backends: &[AggregateBackendConfig],
+    params: &[String],
+    names: &Names<'_>,
+    problems: &mut Problems,
+) -> Option<Vec<AggregateBackend>> {
+    let before = problems.count();
+    if backends.is_empty() {
+        problems.add(format!("{key}.aggregate"), "list at least one backend");
+    }
+    let mut members: Vec<&str> = Vec::new();
+    let mut out = Vec::with_capacity(backends.len());
+    for (i, backend) in backends.iter().enumerate() {
+        let key = format!("{key}.aggregate[{i}]");
+        check_upstream(
+            &format!("{key}.upstream"),
+            &backend.upstream,
+            names,
+            problems,
+        );
+        let target = parse_template(&backend.path, params)
+            .map_err(|message| problems.add(format!("{key}.path"), message))
+            .ok();
+        let method = match &backend.method {
+            None => Some(Method::GET),
+            Some(m) => parse_method(&format!("{key}.method"), m, problems),
+        };
+        if let Some(member) = &backend.key {
+            if member.is_empty() || member == "_errors" {
+                problems.add(
+                    format!("{key}.key"),
+                    "must be a non-empty name other than `_errors`",
+                );
+            } else if members.contains(&member.as_str()) {
+                problems.add(
+                    format!("{key}.key"),
+                    format!("{member:?} is used by another backend"),
+                );
+            }
+            members.push(member);
+        }
+        if backend.timeout.is_some_and(|t| t.0.is_zero()) {
+            problems.add(format!("{key}.timeout"), "must be more than zero");
+        }
+        if let (Some(target), Some(method)) = (target, method) {
+            out.push(AggregateBackend {
+                upstream: backend.upstream.clone(),
+                target,
+                method,
+                key: backend.key.clone(),
+                timeout: backend.timeout.map(|t| t.0),
+                required: backend.required,
+            });
+        }
+    }
+    (problems.count() == before).then_some(out)
+}
+
+fn route_auth(
+    key: &str,
+    route: &RouteConfig,
+    names: &Names<'_>,
+    problems: &mut Problems,
+) -> Vec<ProviderRef> {
+    let Some(entries) = &route.auth else {
+        if !route.scopes.is_empty() {
+            problems.add(format!("{key}.scopes"), "scopes need `auth` on the route");
+        }
+        return vec![];
+    };
+    if entries.is_empty() {
+        problems.add(
+            format!("{key}.auth"),
+            "list at least one provider, or omit the key for a public route",
+        );
+    }
+    let known = || {
+        let known: Vec<String> = names
+            .jwt
+            .iter()
+            .map(|n| format!("jwt:{n}"))
+            .chain(names.api_keys.iter().map(|n| format!("api_key:{n}")))
+            .collect();
+        if known.is_empty() {
+            "none defined".to_owned()
+        } else {
+            known.join(", ")
+        }
+    };
+    entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, entry)| {
+            let found = match entry.split_once(':') {
+                Some(("jwt", name)) if names.jwt.contains(&name) => {
+                    Some(ProviderRef::Jwt(name.to_owned()))
+                }
+                Some(("api_key", name)) if names.api_keys.contains(&name) => {
+                    Some(ProviderRef::ApiKey(name.to_owned()))
+                }
+                _ => None,
+            };
+            if found.is_none() {
+                problems.add(
+                    format!("{key}.auth[{i}]"),
+                    format!("unknown provider {entry:?} (known: {})", known()),
+                );
+            }
+            found
+        })
+        .collect()
+}
+
+fn fault_settings(key: &str, fault: &FaultConfig, problems: &mut Problems) -> FaultSettings {
+    for (field, value) in [
+        ("delay_percent", fault.delay_percent),
+        ("abort_percent", fault.abort_percent),
+    ] {
+        if !(0.0..=100.0).contains(&value) {
+            problems.add(format!("{key}.{field}"), "a percentage from 0 to 100");
+        }
+    }
+    if fault.delay.is_none() && fault.delay_percent > 0.0 {
+        problems.add(format!("{key}.delay"), "required with delay_percent");
+    }
+    let abort_status = fault.abort_status.and_then(|status| {
+        let parsed = StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| (200..=599).contains(&s.as_u16()));
+        if parsed.is_none() {
+            problems.add(
+                format!("{key}.abort_status"),
+                format!("not a final HTTP status (200-599): {status}"),
+            );
+        }
+        parsed
+    });
+    if fault.abort_status.is_none() && fault.abort_percent > 0.0 {
+        problems.add(format!("{key}.abort_status"), "required with abort_percent");
+    }
+    FaultSettings {
+        delay: fault.delay.map(|d| d.0),
+        delay_probability: fault.delay_percent / 100.0,
+        abort_status,
+        abort_probability: fault.abort_percent / 100.0,
+    }
+}
+
+/// Checks a route path and returns its parameter names.
+///
+/// Paths must already be in the normalized form requests are matched in (see
+/// `routes::normalize`), or they could never match.
+fn check_path_template(path: &str) -> Result<Vec<String>, String> {
+    if !path.starts_with('/') {
+        return Err(format!("must start with '/': {path:?}"));
+    }
+    if path.contains(['?', '#', '\\']) {
+        return Err(format!("no '?', '#' or '\\' in a route path: {path:?}"));
+    }
+    if path.contains("//") {
+        return Err(format!("empty segment ('//') in {path:?}"));
+    }
+    let mut params = Vec::new();
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        if *segment == "." || *segment == ".." {
+            return Err(format!("dot segment in {path:?}"));
+        }
+        if segment.starts_with(':') || (segment.starts_with('*') && segment.len() > 1) {
+            return Err(format!(
+                "{segment:?} is the old syntax; write {{{}}} or {{*{}}}",
+                &segment[1..],
+                &segment[1..]
+            ));
+        }
+        if let Some(inner) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let (name, wildcard) = match inner.strip_prefix('*') {
+                Some(name) => (name, true),
+                None => (inner, false),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("invalid parameter name {name:?} in {path:?}"));
+            }
+            if wildcard && i + 1 != segments.len() {
+                return Err(format!(
+                    "a {{*{name}}} wildcard must be the last segment of {path:?}"
+                ));
+            }
+            params.push(name.to_owned());
+        } else if segment.contains(['{', '}']) {
+            return Err(format!(
+                "a parameter must be a whole segment: {segment:?} in {path:?}"
+            ));
+        }
+    }
+    Ok(params)
+}
+
+fn target_path(
+    key: &str,
+    route: &RouteConfig,
+    params: &[String],
+    problems: &mut Problems,
+) -> Option<TargetPath> {
+    match (&route.strip_prefix, &route.rewrite) {
+        (Some(_), Some(_)) => {
+            problems.add(key, "set either `strip_prefix` or `rewrite`, not both");
+            None
+        }
+        (None, None) => Some(TargetPath::Unchanged),
+        (Some(prefix), None) => {
+            let static_part = route.path.split('{').next().unwrap_or_default();
+            if !prefix.starts_with('/') || (prefix.len() > 1 && prefix.ends_with('/')) {
+                problems.add(
+                    format!("{key}.strip_prefix"),
+                    "must start with '/' and not end with '/'",
+                );
+                None
+            } else if !static_part.starts_with(prefix.as_str())
+                || !(static_part.len() == prefix.len()
+                    || static_part[prefix.len()..].starts_with('/'))
+            {
+                problems.add(
+                    format!("{key}.strip_prefix"),
+                    format!(
+                        "{prefix:?} is not a leading part of the path {:?}",
+                        route.path
+                    ),
+                );
+                None
+            } else {
+                Some(TargetPath::StripPrefix(prefix.clone()))
+            }
+        }
+        (None, Some(rewrite)) => match parse_template(rewrite, params) {
+            Ok(parts) => Some(TargetPath::Rewrite(parts)),
+            Err(message) => {
+                problems.add(format!("{key}.rewrite"), message);
+                None
+            }
+        },
+    }
+}
+
+fn parse_template(template: &str, params: &[String]) -> Result<Vec<TemplatePart>, String> {
+    if !template.starts_with('/') {
+        return Err(format!("must start with '/': {template:?}"));
+    }
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(TemplatePart::Literal(rest[..open].to_owned()));
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in {template:?}"))?;
+        let name = rest[open + 1..open + close].trim_start_matches('*');
+        if !params.iter().any(|p| p == name) {
+            return Err(format!(
+                "{{{name}}} is not a parameter of the route path (parameters: {})",
+                if params.is_empty() {
+                    "none".to_owned()
+                } else {
+                    params.join(", ")
+                }
+            ));
+        }
+        parts.push(TemplatePart::Param(name.to_owned()));
+        rest = &rest[open + close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("unmatched '}}' in {template:?}"));
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Literal(rest.to_owned()));
+    }
+    Ok(parts)
+}
+
+fn mock_response(
+    key: &str,
+    response: &MockResponseConfig,
+    problems: &mut Problems,
+) -> Option<MockResponse> {
+    let before = problems.count();
+    let status = StatusCode::from_u16(response.status)
+        .ok()
+        .filter(|s| (200..=599).contains(&s.as_u16()));
+    if status.is_none() {
+        problems.add(
+            format!("{key}.status"),
+            format!("not a final HTTP status (200-599): {}", response.status),
+        );
+    }
+    let mut headers = HeaderMap::new();
+    for (name, value) in &response.headers {
+        match (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            (Err(_), _) => problems.add(
+                format!("{key}.headers"),
+                format!("invalid header name {name:?}"),
+            ),
+            (_, Err(_)) => problems.add(format!("{key}.headers.{name}"), "invalid header value"),
+        }
+    }
+    (problems.count() == before).then(|| MockResponse {
+        status: status.unwrap_or(StatusCode::OK),
+        headers,
+        body: Bytes::from(response.body.clone()),
+    })
+}
+
+/// Routes on one path may split methods or versions between them, but never claim the same
+/// method of the same version twice, and no two paths may be ambiguous for the router.
+/// A route's config index, its methods (`None`: any) and its version.
+type IndexedMethods<'a> = (usize, &'a Option<Vec<Method>>, &'a Option<String>);
+
+/// What the route table needs of a route: its index, path, methods and version. Every route
+/// whose path is valid counts, whatever else is wrong with it, so that a file's overlaps are
+/// reported together with its other problems.
+struct RouteShape {
+    index: usize,
+    path: String,
+    methods: Option<Vec<Method>>,
+    version: Option<String>,
+}
+
+fn route_shapes(routes: &[RouteConfig]) -> Vec<RouteShape> {
+    let mut ignored = Problems::default();
+    routes
+        .iter()
+        .enumerate()
+        .filter(|(_, route)| check_path_template(&route.path).is_ok())
+        .map(|(index, route)| RouteShape {
+            index,
+            path: route.path.clone(),
+            methods: route.methods.as_ref().map(|methods| {
+                methods
+                    .iter()
+                    .filter_map(|m| parse_method("", m, &mut ignored))
+                    .collect()
+            }),
+            version: route.version.clone(),
+        })
+        .collect()
+}
+
+fn check_route_table(routes: &[RouteShape], problems: &mut Problems) {
+    let mut by_path: BTreeMap<&str, Vec<IndexedMethods<'_>>> = BTreeMap::new();
+    for route in routes {
+        by_path
+            .entry(&route.path)
+            .or_default()
+            .push((route.index, &route.methods, &route.version));
+    }
+    let mut router = matchit::Router::new();
+    for (path, entries) in &by_path {
+        if let Err(e) = router.insert(*path, ()) {
+            let index = entries[0].0;
+            let message = match e {
+                matchit::InsertError::Conflict { with } => {
+                    let other = by_path
+                        .get(with.as_str())
+                        .map_or(String::new(), |e| format!("routes[{}] ", e[0].0));
+                    format!(
+                        "overlaps {other}({with:?}): both would match the same requests; name \
+                         the parameters at the same place alike, or make one of the segments literal"
+                    )
+                }
+                other => format!("not a path the router can take: {other}"),
+            };
+            problems.add(format!("routes[{index}].path"), message);
+        }
+        for (a, (index_a, methods_a, version_a)) in entries.iter().enumerate() {
+            for (index_b, methods_b, version_b) in &entries[a + 1..] {
+                if version_a != version_b {
+                    continue;
+                }
+                let overlap = match (methods_a, methods_b) {
+                    (None, _) | (_, None) => true,
+                    (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+                };
+                if overlap {
+                    problems.add(
+                        format!("routes[{index_b}].methods"),
+                        format!("routes[{index_a}] already serves {path:?} for the same method(s)"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::problems_in as problems;
+
+    #[test]
+    fn an_unknown_upstream_names_the_route_and_the_known_ones() {
+        let found = problems(
+            r#"
+            [upstreams.users]
+            url = "http://127.0.0.1:9001"
+            [upstreams.orders]
+            url = "http://127.0.0.1:9002"
+            [[routes]]
+            path = "/a"
+            upstream = "users"
+            [[routes]]
+            path = "/b"
+            upstream = "users"
+            [[routes]]
+            path = "/c"
+            upstream = "userz"
+            "#,
+        );
+        assert_eq!(
+            found,
+            vec![r#"routes[2].upstream: unknown upstream "userz" (known: orders, users)"#]
+        );
+    }
+
+    #[test]
+    fn old_axum_syntax_gets_a_hint() {
+        let found = problems("[[routes]]\npath = \"/users/:id\"\nresponse = {}\n");
+        assert!(found[0].contains("write {id}"), "{found:?}");
+    }
+
+    #[test]
+    fn rewrite_placeholders_must_be_route_params() {
+        let found = problems(
+            "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\npath = \"/a/{id}\"\nupstream = \"u\"\nrewrite = \"/b/{name}\"\n",
+        );
+        assert!(
+            found[0].starts_with("routes[0].rewrite: {name} is not a parameter"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn rewrite_templates_split_into_literals_and_params() {
+        let parts =
+            parse_template("/v2/users/{id}/x/{*rest}", &["id".into(), "rest".into()]).unwrap();
+        assert_eq!(
+            parts,
+            vec![
+                TemplatePart::Literal("/v2/users/".into()),
+                TemplatePart::Param("id".into()),
+                TemplatePart::Literal("/x/".into()),
+                TemplatePart::Param("rest".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn strip_prefix_must_lead_the_path_on_a_segment_boundary() {
+        let base = "[upstreams.u]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nupstream = \"u\"\n";
+        assert!(
+            problems(&format!(
+                "{base}path = \"/users/{{*rest}}\"\nstrip_prefix = \"/users\"\n"
+            ))
+            .is_empty()
+        );
+        assert!(
+            !problems(&format!(
+                "{base}path = \"/users/{{*rest}}\"\nstrip_prefix = \"/use\"\n"
+            ))
+            .is_empty()
+        );
+        assert!(
+            !problems(&format!(
+                "{base}path = \"/users/{{*rest}}\"\nstrip_prefix = \"/orders\"\n"
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn one_path_may_split_methods_but_not_share_them() {
+        let base = "[[routes]]\npath = \"/a\"\nmethods = [\"GET\"]\nresponse = {}\n";
+        assert!(
+            problems(&format!(
+                "{base}[[routes]]\npath = \"/a\"\nmethods = [\"post\"]\nresponse = {{}}\n"
+            ))
+            .is_empty()
+        );
+        let found = problems(&format!(
+            "{base}[[routes]]\npath = \"/a\"\nresponse = {{}}\n"
+        ));
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].starts_with("routes[1].methods: routes[0] already serves"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_wildcard_needs_at_least_one_character() {
+        let mut matcher = matchit::Router::new();
+        matcher.insert("/files/{*rest}", ()).unwrap();
+        assert!(matcher.at("/files/a/b").is_ok());
+        assert!(matcher.at("/files").is_err());
+        assert!(
+            matcher.at("/files/").is_err(),
+            "documented in docs/configuration.md"
+        );
+    }
+
+    #[test]
+    fn ambiguous_paths_are_rejected() {
+        let found = problems(
+            "[[routes]]\npath = \"/a/{x}\"\nresponse = {}\n[[routes]]\npath = \"/a/{y}\"\nresponse = {}\n",
+        );
+        assert_eq!(
+            found,
+            [
+                r#"routes[1].path: overlaps routes[0] ("/a/{x}"): both would match the same requests; name the parameters at the same place alike, or make one of the segments literal"#
+            ]
+        );
+    }
+}
