@@ -15,7 +15,7 @@ use crate::{
     ratelimit::config::RateLimitSettings,
     routes::{
         builtin::Builtins,
-        config::{Names, RoutePlan},
+        config::{Names, Routes},
         version::config::VersioningSettings,
     },
     runtime::config::{LambdaSettings, ServerSettings},
@@ -31,7 +31,7 @@ pub struct Plan {
     pub upstreams: BTreeMap<String, UpstreamSettings>,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
-    pub routes: Vec<RoutePlan>,
+    pub routes: Routes,
     /// The built-in endpoints that are on (`/health` and `/ready` always are).
     pub builtins: Builtins,
     pub log: LogSettings,
@@ -94,7 +94,7 @@ impl Plan {
             builtins,
             base_dir: config.base_dir.as_deref(),
         };
-        let routes = crate::routes::config::plans(&config.routes, &names, &mut problems);
+        let routes = crate::routes::config::routes(&config.routes, &names, &mut problems);
         let versions: Vec<&str> = config
             .routes
             .iter()

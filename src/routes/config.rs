@@ -2,14 +2,14 @@
 //! [`RoutePlan`]s against the names a route may refer to ([`Names`]), and the route table's
 //! own checks (no two routes claim the same requests).
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{collections::BTreeMap, path::Path};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{builtin::Builtins, version::config::DeprecatedConfig};
+use super::{builtin::Builtins, fault::Fault, mock::MockRoute, version::config::DeprecatedConfig};
 use crate::{
     auth::config::ProviderRef,
     cache::config::{RouteCacheConfig, RouteCacheSettings},
@@ -29,15 +29,133 @@ pub struct Names<'a> {
     pub base_dir: Option<&'a Path>,
 }
 
-/// Validates every route, and the table they make together; `None` where a route is wrong.
-pub fn plans(routes: &[RouteConfig], names: &Names<'_>, problems: &mut Problems) -> Vec<RoutePlan> {
-    let plans: Vec<RoutePlan> = routes
+/// The validated route table: every route in file order, grouped by path template, and the
+/// matcher that finds a group, filled once here, where a conflict is still a config problem.
+#[derive(Clone, Debug, Default)]
+pub struct Routes {
+    list: Vec<RoutePlan>,
+    /// The routes of each path template, as indices into `list`.
+    paths: Vec<Vec<usize>>,
+    /// Finds the index into `paths` of a request path.
+    matcher: matchit::Router<usize>,
+}
+
+impl Routes {
+    pub fn iter(&self) -> std::slice::Iter<'_, RoutePlan> {
+        self.list.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The routes of each path, in the order `matcher` numbers them.
+    pub fn paths(&self) -> impl Iterator<Item = impl Iterator<Item = &RoutePlan>> {
+        self.paths
+            .iter()
+            .map(|indices| indices.iter().map(|&index| &self.list[index]))
+    }
+
+    /// The matcher over path templates; its values index [`Routes::paths`].
+    pub fn matcher(&self) -> &matchit::Router<usize> {
+        &self.matcher
+    }
+}
+
+impl std::ops::Index<usize> for Routes {
+    type Output = RoutePlan;
+
+    fn index(&self, index: usize) -> &RoutePlan {
+        &self.list[index]
+    }
+}
+
+/// Validates every route and the table they make together. Routes on one path may split
+/// methods or versions between them, but never claim the same method of the same version
+/// twice, and no two paths may be ambiguous for the router. Every route whose path is valid
+/// takes part in those checks, whatever else is wrong with it, so that a file's overlaps are
+/// reported together with its other problems.
+pub fn routes(routes: &[RouteConfig], names: &Names<'_>, problems: &mut Problems) -> Routes {
+    let plans: Vec<Option<RoutePlan>> = routes
         .iter()
         .enumerate()
-        .filter_map(|(index, route)| plan(index, route, names, problems))
+        .map(|(index, route)| plan(index, route, names, problems))
         .collect();
-    check_route_table(&route_shapes(routes), problems);
-    plans
+    let mut by_path: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, route) in routes.iter().enumerate() {
+        if check_path_template(&route.path).is_ok() {
+            by_path.entry(&route.path).or_default().push(index);
+        }
+    }
+    let mut matcher = matchit::Router::new();
+    let mut paths = Vec::with_capacity(by_path.len());
+    for (path, indices) in &by_path {
+        match matcher.insert(*path, paths.len()) {
+            Ok(()) => paths.push(indices.clone()),
+            Err(error) => {
+                let message = match error {
+                    matchit::InsertError::Conflict { with } => {
+                        let other = by_path
+                            .get(with.as_str())
+                            .map_or(String::new(), |e| format!("routes[{}] ", e[0]));
+                        format!(
+                            "overlaps {other}({with:?}): both would match the same requests; name \
+                             the parameters at the same place alike, or make one of the segments literal"
+                        )
+                    }
+                    other => format!("not a path the router can take: {other}"),
+                };
+                problems.add(format!("routes[{}].path", indices[0]), message);
+            }
+        }
+        check_methods(path, indices, routes, problems);
+    }
+    match plans.into_iter().collect::<Option<Vec<RoutePlan>>>() {
+        Some(list) => Routes {
+            list,
+            paths,
+            matcher,
+        },
+        // Some route is wrong, and the problems say which: there is no table to run.
+        None => Routes::default(),
+    }
+}
+
+/// Two routes of one path may not serve the same method of the same version.
+fn check_methods(path: &str, indices: &[usize], routes: &[RouteConfig], problems: &mut Problems) {
+    let mut ignored = Problems::default();
+    let methods: Vec<Option<Vec<Method>>> = indices
+        .iter()
+        .map(|&index| {
+            routes[index].methods.as_ref().map(|methods| {
+                methods
+                    .iter()
+                    .filter_map(|m| parse_method("", m, &mut ignored))
+                    .collect()
+            })
+        })
+        .collect();
+    for (a, &index_a) in indices.iter().enumerate() {
+        for (b, &index_b) in indices.iter().enumerate().skip(a + 1) {
+            if routes[index_a].version != routes[index_b].version {
+                continue;
+            }
+            let overlap = match (&methods[a], &methods[b]) {
+                (None, _) | (_, None) => true,
+                (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+            };
+            if overlap {
+                problems.add(
+                    format!("routes[{index_b}].methods"),
+                    format!("routes[{index_a}] already serves {path:?} for the same method(s)"),
+                );
+            }
+        }
+    }
 }
 
 /// `[[routes]]`: a path template and what serves it.
@@ -147,15 +265,6 @@ impl OneOrMany {
     }
 }
 
-/// Injected faults; percentages are probabilities in 0.0..=1.0.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FaultSettings {
-    pub delay: Option<Duration>,
-    pub delay_probability: f64,
-    pub abort_status: Option<StatusCode>,
-    pub abort_probability: f64,
-}
-
 #[derive(Clone, Debug)]
 pub struct RoutePlan {
     /// The path template as written, e.g. `/users/{*rest}`; also the route's name in logs.
@@ -163,8 +272,8 @@ pub struct RoutePlan {
     /// `None` accepts every method.
     pub methods: Option<Vec<Method>>,
     pub action: RouteAction,
-    pub fallback: Option<MockResponse>,
-    pub fault: Option<FaultSettings>,
+    pub fallback: Option<MockRoute>,
+    pub fault: Option<Fault>,
     /// Empty: a public route.
     pub auth: Vec<ProviderRef>,
     pub scopes: Vec<String>,
@@ -185,7 +294,7 @@ pub enum RouteAction {
         upstream: String,
         target: TargetPath,
     },
-    Mock(MockResponse),
+    Mock(MockRoute),
     Aggregate {
         backends: Vec<AggregateBackend>,
         /// List the backends left out in an `_errors` member.
@@ -224,13 +333,6 @@ pub enum TargetPath {
 pub enum TemplatePart {
     Literal(String),
     Param(String),
-}
-
-#[derive(Clone, Debug)]
-pub struct MockResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
 }
 
 impl RoutePlan {
@@ -333,7 +435,7 @@ fn plan(
     let fault = route
         .fault
         .as_ref()
-        .map(|fault| fault_settings(&format!("{key}.fault"), fault, problems));
+        .map(|config| fault(&format!("{key}.fault"), config, problems));
     let auth = route_auth(&key, route, names, problems);
     let rate_limits = crate::ratelimit::config::route_policies(
         &key,
@@ -539,7 +641,7 @@ fn route_auth(
         .collect()
 }
 
-fn fault_settings(key: &str, fault: &FaultConfig, problems: &mut Problems) -> FaultSettings {
+fn fault(key: &str, fault: &FaultConfig, problems: &mut Problems) -> Fault {
     for (field, value) in [
         ("delay_percent", fault.delay_percent),
         ("abort_percent", fault.abort_percent),
@@ -566,11 +668,9 @@ fn fault_settings(key: &str, fault: &FaultConfig, problems: &mut Problems) -> Fa
     if fault.abort_status.is_none() && fault.abort_percent > 0.0 {
         problems.add(format!("{key}.abort_status"), "required with abort_percent");
     }
-    FaultSettings {
-        delay: fault.delay.map(|d| d.0),
-        delay_probability: fault.delay_percent / 100.0,
-        abort_status,
-        abort_probability: fault.abort_percent / 100.0,
+    Fault {
+        delay: fault.delay.map(|d| (d.0, fault.delay_percent / 100.0)),
+        abort: abort_status.map(|status| (status, fault.abort_percent / 100.0)),
     }
 }
 
@@ -710,7 +810,7 @@ fn mock_response(
     key: &str,
     response: &MockResponseConfig,
     problems: &mut Problems,
-) -> Option<MockResponse> {
+) -> Option<MockRoute> {
     let before = problems.count();
     let status = StatusCode::from_u16(response.status)
         .ok()
@@ -737,92 +837,11 @@ fn mock_response(
             (_, Err(_)) => problems.add(format!("{key}.headers.{name}"), "invalid header value"),
         }
     }
-    (problems.count() == before).then(|| MockResponse {
+    (problems.count() == before).then(|| MockRoute {
         status: status.unwrap_or(StatusCode::OK),
         headers,
         body: Bytes::from(response.body.clone()),
     })
-}
-
-/// Routes on one path may split methods or versions between them, but never claim the same
-/// method of the same version twice, and no two paths may be ambiguous for the router.
-/// A route's config index, its methods (`None`: any) and its version.
-type IndexedMethods<'a> = (usize, &'a Option<Vec<Method>>, &'a Option<String>);
-
-/// What the route table needs of a route: its index, path, methods and version. Every route
-/// whose path is valid counts, whatever else is wrong with it, so that a file's overlaps are
-/// reported together with its other problems.
-struct RouteShape {
-    index: usize,
-    path: String,
-    methods: Option<Vec<Method>>,
-    version: Option<String>,
-}
-
-fn route_shapes(routes: &[RouteConfig]) -> Vec<RouteShape> {
-    let mut ignored = Problems::default();
-    routes
-        .iter()
-        .enumerate()
-        .filter(|(_, route)| check_path_template(&route.path).is_ok())
-        .map(|(index, route)| RouteShape {
-            index,
-            path: route.path.clone(),
-            methods: route.methods.as_ref().map(|methods| {
-                methods
-                    .iter()
-                    .filter_map(|m| parse_method("", m, &mut ignored))
-                    .collect()
-            }),
-            version: route.version.clone(),
-        })
-        .collect()
-}
-
-fn check_route_table(routes: &[RouteShape], problems: &mut Problems) {
-    let mut by_path: BTreeMap<&str, Vec<IndexedMethods<'_>>> = BTreeMap::new();
-    for route in routes {
-        by_path
-            .entry(&route.path)
-            .or_default()
-            .push((route.index, &route.methods, &route.version));
-    }
-    let mut router = matchit::Router::new();
-    for (path, entries) in &by_path {
-        if let Err(e) = router.insert(*path, ()) {
-            let index = entries[0].0;
-            let message = match e {
-                matchit::InsertError::Conflict { with } => {
-                    let other = by_path
-                        .get(with.as_str())
-                        .map_or(String::new(), |e| format!("routes[{}] ", e[0].0));
-                    format!(
-                        "overlaps {other}({with:?}): both would match the same requests; name \
-                         the parameters at the same place alike, or make one of the segments literal"
-                    )
-                }
-                other => format!("not a path the router can take: {other}"),
-            };
-            problems.add(format!("routes[{index}].path"), message);
-        }
-        for (a, (index_a, methods_a, version_a)) in entries.iter().enumerate() {
-            for (index_b, methods_b, version_b) in &entries[a + 1..] {
-                if version_a != version_b {
-                    continue;
-                }
-                let overlap = match (methods_a, methods_b) {
-                    (None, _) | (_, None) => true,
-                    (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
-                };
-                if overlap {
-                    problems.add(
-                        format!("routes[{index_b}].methods"),
-                        format!("routes[{index_a}] already serves {path:?} for the same method(s)"),
-                    );
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,24 +6,16 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
-use super::config::FaultSettings;
 use crate::error::Error;
 
+/// A route's `fault`, validated: each effect with the probability (0.0..=1.0) it fires.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Fault {
-    delay: Option<(Duration, f64)>,
-    abort: Option<(StatusCode, f64)>,
+    pub(super) delay: Option<(Duration, f64)>,
+    pub(super) abort: Option<(StatusCode, f64)>,
 }
 
 impl Fault {
-    pub fn new(settings: &FaultSettings) -> Self {
-        Self {
-            delay: settings.delay.map(|d| (d, settings.delay_probability)),
-            abort: settings
-                .abort_status
-                .map(|s| (s, settings.abort_probability)),
-        }
-    }
-
     /// Sleeps if the delay fires; returns the error response if the abort fires.
     pub async fn inject(&self, route: &str) -> Option<Response> {
         if let Some((delay, probability)) = self.delay

@@ -4,23 +4,15 @@ use axum::{body::Body, response::Response};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use super::config::MockResponse;
-
+/// A fixed response, validated from `response = {...}` or `fallback = {...}`.
+#[derive(Clone, Debug)]
 pub struct MockRoute {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
 }
 
 impl MockRoute {
-    pub fn new(response: &MockResponse) -> Self {
-        Self {
-            status: response.status,
-            headers: response.headers.clone(),
-            body: response.body.clone(),
-        }
-    }
-
     /// The configured response; the body is shared, not copied.
     pub fn response(&self) -> Response {
         let mut response = Response::new(Body::from(self.body.clone()));

@@ -54,9 +54,9 @@ pub fn router(
     let table = Arc::new(RouteTable::new(plan, upstreams, providers, limiter, cache));
     // `/ready` reports the upstreams that routes depend on.
     let mut routed: Vec<Upstream> = Vec::new();
-    for route in &plan.routes {
+    for route in plan.routes.iter() {
         let names: Vec<&str> = match &route.action {
-            RouteAction::Proxy { upstream, .. } => vec![upstream],
+            RouteAction::Proxy { upstream, .. } => vec![upstream.as_str()],
             RouteAction::Aggregate { backends, .. } => {
                 backends.iter().map(|b| b.upstream.as_str()).collect()
             }
@@ -74,6 +74,7 @@ pub fn router(
 }
 
 struct RouteTable {
+    /// Finds the index into `paths` of a request path; filled once, by validation.
     matcher: matchit::Router<usize>,
     paths: Vec<PathRoutes>,
     versioning: version::Versioning,
@@ -104,31 +105,57 @@ struct Route {
     validator: Option<validate::RequestValidator>,
     transform: Option<Transform>,
     cache: Option<RouteCache>,
-    handler: Handler,
+    action: Action,
 }
 
-enum Handler {
+/// What answers a route's requests.
+enum Action {
     Proxy(proxy::ProxyRoute),
     Mock(mock::MockRoute),
     Aggregate(aggregate::AggregateRoute),
 }
 
-/// Where a matched request goes upstream, computed while the path parameters are at hand.
-enum Targets {
-    None,
-    Proxy(String),
-    Aggregate(Vec<String>),
+/// A matched route's action with the upstream paths it calls, resolved while the matched
+/// parameters still borrow the request path.
+enum Call<'r> {
+    Proxy {
+        proxy: &'r proxy::ProxyRoute,
+        target: String,
+    },
+    Aggregate {
+        aggregate: &'r aggregate::AggregateRoute,
+        targets: Vec<String>,
+    },
+    Mock(&'r mock::MockRoute),
+}
+
+impl Action {
+    fn call(&self, path: &str, params: &matchit::Params<'_, '_>) -> Call<'_> {
+        match self {
+            Action::Proxy(proxy) => Call::Proxy {
+                proxy,
+                target: proxy.target_path(path, params),
+            },
+            Action::Aggregate(aggregate) => Call::Aggregate {
+                aggregate,
+                targets: aggregate.targets(params),
+            },
+            Action::Mock(mock) => Call::Mock(mock),
+        }
+    }
+}
+
+impl Call<'_> {
+    async fn run(self, request: Request) -> Response {
+        match self {
+            Call::Proxy { proxy, target } => proxy.forward(request, &target).await,
+            Call::Aggregate { aggregate, targets } => aggregate.respond(request, targets).await,
+            Call::Mock(mock) => mock.response(),
+        }
+    }
 }
 
 impl Route {
-    fn targets(&self, path: &str, params: &matchit::Params<'_, '_>) -> Targets {
-        match &self.handler {
-            Handler::Proxy(proxy) => Targets::Proxy(proxy.target_path(path, params)),
-            Handler::Aggregate(aggregate) => Targets::Aggregate(aggregate.targets(params)),
-            Handler::Mock(_) => Targets::None,
-        }
-    }
-
     /// GET routes also answer HEAD (RFC 9110 §9.3.2).
     fn accepts(&self, method: &Method) -> bool {
         match &self.methods {
@@ -149,34 +176,17 @@ impl RouteTable {
         limiter: &RateLimiter,
         cache: &ResponseCache,
     ) -> Self {
-        let mut grouped: BTreeMap<&str, Vec<&RoutePlan>> = BTreeMap::new();
-        for route in &plan.routes {
-            grouped.entry(route.path.as_str()).or_default().push(route);
-        }
-        let mut matcher = matchit::Router::new();
-        let mut paths = Vec::with_capacity(grouped.len());
-        for (path, plans) in grouped {
-            // The plan was validated: no conflicts remain, so insertion cannot fail.
-            if matcher.insert(path, paths.len()).is_err() {
-                tracing::error!(path, "route rejected by the matcher after validation");
-                continue;
-            }
-            let routes: Vec<Route> = plans
-                .into_iter()
-                .map(|route| Route::new(route, plan, upstreams, providers, limiter, cache))
-                .collect();
-            let allow = allow_header(&routes);
-            let mut versions: Vec<&str> =
-                routes.iter().filter_map(|r| r.version.as_deref()).collect();
-            versions.sort_unstable();
-            versions.dedup();
-            let versions = versions.join(", ");
-            paths.push(PathRoutes {
-                routes,
-                allow,
-                versions,
-            });
-        }
+        let paths = plan
+            .routes
+            .paths()
+            .map(|routes| {
+                PathRoutes::new(
+                    routes
+                        .map(|route| Route::new(route, plan, upstreams, providers, limiter, cache))
+                        .collect(),
+                )
+            })
+            .collect();
         let mut versions: Vec<Arc<str>> = plan
             .routes
             .iter()
@@ -185,16 +195,16 @@ impl RouteTable {
         versions.sort_unstable();
         versions.dedup();
         Self {
-            matcher,
+            matcher: plan.routes.matcher().clone(),
             paths,
             versioning: version::Versioning::new(&plan.versioning),
             versions,
         }
     }
 
-    /// The route a request goes to, and its upstream targets (computed here, while the
-    /// matched parameters borrow the path).
-    fn resolve(&self, request: &Request) -> Result<Resolved<'_>, Error> {
+    /// The route a request goes to, and what it calls (resolved here, while the matched
+    /// parameters borrow the path).
+    fn resolve(&self, request: &Request) -> Result<Matched<'_>, Error> {
         let path = request.uri().path();
         if !self.versions.is_empty()
             && let Some((segment, rest)) = version::split_prefix(path)
@@ -204,10 +214,10 @@ impl RouteTable {
             if !entry.versions.is_empty() {
                 if self.versions.iter().any(|v| &**v == segment) {
                     let route = entry.pick(Some(segment), request.method())?;
-                    return Ok(Resolved {
-                        targets: route.targets(rest, &found.params),
+                    return Ok(Matched {
+                        call: route.action.call(rest, &found.params),
                         route,
-                        by_prefix: true,
+                        version_in_path: true,
                     });
                 }
                 if self.matcher.at(path).is_err() {
@@ -227,22 +237,36 @@ impl RouteTable {
                 .requested(request.headers(), request.uri().query())
         };
         let route = entry.pick(requested, request.method())?;
-        Ok(Resolved {
-            targets: route.targets(path, &found.params),
+        Ok(Matched {
+            call: route.action.call(path, &found.params),
             route,
-            by_prefix: false,
+            version_in_path: false,
         })
     }
 }
 
-struct Resolved<'t> {
+/// A request's route, and what the route calls for it.
+struct Matched<'t> {
     route: &'t Route,
-    targets: Targets,
+    call: Call<'t>,
     /// The version came from the path, so the answer does not vary with the version header.
-    by_prefix: bool,
+    version_in_path: bool,
 }
 
 impl PathRoutes {
+    fn new(routes: Vec<Route>) -> Self {
+        let allow = allow_header(&routes);
+        let mut versions: Vec<&str> = routes.iter().filter_map(|r| r.version.as_deref()).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        let versions = versions.join(", ");
+        Self {
+            routes,
+            allow,
+            versions,
+        }
+    }
+
     /// The route serving `method` in `version`: one of that version, else an unversioned one.
     fn pick(&self, version: Option<&str>, method: &Method) -> Result<&Route, Error> {
         let in_version = |route: &&Route| route.version.as_deref() == version;
@@ -277,17 +301,17 @@ impl Route {
         limiter: &RateLimiter,
         cache: &ResponseCache,
     ) -> Self {
-        let handler = match &route.action {
-            RouteAction::Mock(response) => Handler::Mock(mock::MockRoute::new(response)),
-            RouteAction::Proxy { upstream, target } => Handler::Proxy(proxy::ProxyRoute {
+        let action = match &route.action {
+            RouteAction::Mock(response) => Action::Mock(response.clone()),
+            RouteAction::Proxy { upstream, target } => Action::Proxy(proxy::ProxyRoute {
                 upstream: upstreams[upstream].clone(),
                 target: target.clone(),
-                fallback: route.fallback.as_ref().map(mock::MockRoute::new),
+                fallback: route.fallback.clone(),
             }),
             RouteAction::Aggregate {
                 backends,
                 report_errors,
-            } => Handler::Aggregate(aggregate::AggregateRoute::new(
+            } => Action::Aggregate(aggregate::AggregateRoute::new(
                 backends
                     .iter()
                     .map(|b| (b.clone(), upstreams[&b.upstream].clone()))
@@ -307,7 +331,7 @@ impl Route {
             version: route.version.as_deref().map(Arc::from),
             deprecation: route.deprecation.clone(),
             methods: route.methods.clone(),
-            fault: route.fault.as_ref().map(fault::Fault::new),
+            fault: route.fault.clone(),
             auth: providers.policy(&route.path, &route.auth, &route.scopes),
             limits: limiter.route(&route.rate_limits),
             validator: route
@@ -315,7 +339,7 @@ impl Route {
                 .clone()
                 .map(|schema| validate::RequestValidator::new(schema, plan.log.redact.clone())),
             transform: Transform::new(&route.transform, plan.server.body_limit),
-            handler,
+            action,
         }
     }
 }
@@ -336,82 +360,73 @@ fn allow_header(routes: &[Route]) -> HeaderValue {
 }
 
 async fn dispatch(State(table): State<Arc<RouteTable>>, request: Request) -> Response {
-    let Resolved {
-        route,
-        targets,
-        by_prefix,
-    } = match table.resolve(&request) {
-        Ok(resolved) => resolved,
-        Err(error) => return error.into_response(),
-    };
-    let mut response = serve(route, request, targets).await;
-    if route.version.is_some() && !by_prefix {
-        table.versioning.vary(response.headers_mut());
+    match table.resolve(&request) {
+        Ok(matched) => serve(&table, matched, request).await,
+        Err(error) => error.into_response(),
     }
-    if let Some(deprecation) = &route.deprecation {
-        version::mark_deprecated(deprecation, response.headers_mut());
-    }
-    response
 }
 
-/// The matched route's pipeline: address-keyed rate limits, auth, principal-keyed rate
-/// limits, a cache read, validation, the request transform, the handler, the response
-/// transform and a cache write.
-async fn serve(route: &Route, mut request: Request, targets: Targets) -> Response {
+/// The matched route's phases: [`admit`] (rate limits around auth), [`handle`] (the route's
+/// own work) and [`respond`] (what every answer of the route carries, refusals included).
+async fn serve(table: &RouteTable, matched: Matched<'_>, mut request: Request) -> Response {
+    let Matched {
+        route,
+        call,
+        version_in_path,
+    } = matched;
     request.extensions_mut().insert(route.template.clone());
     if let Some(notes) = Notes::of(request.extensions()) {
         notes.route(&route.metrics);
     }
+    let (response, decision) = match admit(route, request).await {
+        Ok(Admitted { request, decision }) => (handle(route, request, call).await, decision),
+        Err(Refused { response, decision }) => (response, decision),
+    };
+    // The version came from a header, so the answer varies with it.
+    let vary = route.version.is_some() && !version_in_path;
+    respond(route, vary.then_some(&table.versioning), response, decision)
+}
+
+/// A request the route's limits and auth let through, with the limits' decision.
+struct Admitted {
+    request: Request,
+    decision: Option<Decision>,
+}
+
+/// The answer to a request admission turned away. A refusing limit's answer carries its own
+/// `RateLimit` headers, so it has no `decision` to apply.
+struct Refused {
+    response: Response,
+    decision: Option<Decision>,
+}
+
+impl From<Response> for Refused {
+    fn from(response: Response) -> Self {
+        Refused {
+            response,
+            decision: None,
+        }
+    }
+}
+
+/// Address-keyed rate limits, then auth, then principal-keyed rate limits.
+async fn admit(route: &Route, mut request: Request) -> Result<Admitted, Refused> {
     let mut decision = None;
     if let Some(limits) = &route.limits.before_auth {
-        match limit(limits, &request, None).await {
-            Ok(allowed) => decision = Some(allowed),
-            Err(refused) => return refused,
-        }
+        decision = Some(limit(limits, &request, None).await?);
     }
     if let Some(policy) = &route.auth
         && let Err(error) = policy.authorize(&mut request).await
     {
-        return with_rate_limit_headers(error.into_response(), decision);
+        return Err(Refused {
+            response: error.into_response(),
+            decision,
+        });
     }
     if let Some(limits) = &route.limits.after_auth {
-        match limit(limits, &request, decision.as_ref()).await {
-            Ok(allowed) => decision = Some(allowed),
-            Err(refused) => return refused,
-        }
+        decision = Some(limit(limits, &request, decision.as_ref()).await?);
     }
-    let lookup = route.cache.as_ref().map(|cache| cache.lookup(&request));
-    if let (Some(cache), Some(Lookup::Use { key, read: true })) = (&route.cache, &lookup)
-        && let Some(hit) = cache.get(key).await
-    {
-        return with_rate_limit_headers(hit, decision);
-    }
-    let request = match &route.validator {
-        None => request,
-        Some(validator) => match validator.validate(request).await {
-            Ok(request) => request,
-            Err(error) => return with_rate_limit_headers(error.into_response(), decision),
-        },
-    };
-    let request = match &route.transform {
-        None => request,
-        Some(transform) => match transform.request(request).await {
-            Ok(request) => request,
-            Err(error) => return with_rate_limit_headers(error.into_response(), decision),
-        },
-    };
-    let method = request.method().clone();
-    let response = handle(route, request, targets).await;
-    let response = match &route.transform {
-        None => response,
-        Some(transform) => transform.response(response, &method).await,
-    };
-    let response = match (&route.cache, lookup) {
-        (Some(cache), Some(Lookup::Use { key, .. })) => cache.put(key, response).await,
-        (Some(cache), _) => cache.bypass(response),
-        _ => response,
-    };
-    with_rate_limit_headers(response, decision)
+    Ok(Admitted { request, decision })
 }
 
 /// One phase of the route's rate limits, noted for the access log; a refusal is the answer.
@@ -436,29 +451,67 @@ fn limit<'a>(
     }
 }
 
-/// Responses of a limited route carry its `RateLimit` headers.
-fn with_rate_limit_headers(
+/// The route's own work: a cache read, validation and the request transform, an injected
+/// fault or the action, the response transform and a cache write.
+async fn handle(route: &Route, request: Request, call: Call<'_>) -> Response {
+    let lookup = route.cache.as_ref().map(|cache| cache.lookup(&request));
+    if let (Some(cache), Some(Lookup::Use { key, read: true })) = (&route.cache, &lookup)
+        && let Some(hit) = cache.get(key).await
+    {
+        return hit;
+    }
+    let request = match prepare(route, request).await {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
+    let method = request.method().clone();
+    let injected = match &route.fault {
+        Some(fault) => fault.inject(&route.template.0).await,
+        None => None,
+    };
+    let response = match injected {
+        Some(response) => response,
+        None => call.run(request).await,
+    };
+    let response = match &route.transform {
+        None => response,
+        Some(transform) => transform.response(response, &method).await,
+    };
+    match (&route.cache, lookup) {
+        (Some(cache), Some(Lookup::Use { key, .. })) => cache.put(key, response).await,
+        (Some(cache), _) => cache.bypass(response),
+        _ => response,
+    }
+}
+
+/// Body validation, then the request transform.
+async fn prepare(route: &Route, request: Request) -> Result<Request, Error> {
+    let request = match &route.validator {
+        None => request,
+        Some(validator) => validator.validate(request).await?,
+    };
+    match &route.transform {
+        None => Ok(request),
+        Some(transform) => transform.request(request).await,
+    }
+}
+
+/// Headers every answer of the route carries: its `RateLimit` state, `Vary` when the version
+/// came from a header, and its deprecation.
+fn respond(
+    route: &Route,
+    vary: Option<&version::Versioning>,
     mut response: Response,
-    decision: Option<crate::ratelimit::Decision>,
+    decision: Option<Decision>,
 ) -> Response {
     if let Some(decision) = decision {
         decision.apply(response.headers_mut());
     }
+    if let Some(versioning) = vary {
+        versioning.vary(response.headers_mut());
+    }
+    if let Some(deprecation) = &route.deprecation {
+        version::mark_deprecated(deprecation, response.headers_mut());
+    }
     response
-}
-
-async fn handle(route: &Route, request: Request, targets: Targets) -> Response {
-    if let Some(fault) = &route.fault
-        && let Some(response) = fault.inject(&route.template.0).await
-    {
-        return response;
-    }
-    match (&route.handler, targets) {
-        (Handler::Proxy(proxy), Targets::Proxy(target)) => proxy.forward(request, &target).await,
-        (Handler::Aggregate(aggregate), Targets::Aggregate(targets)) => {
-            aggregate.respond(request, targets).await
-        }
-        (Handler::Mock(mock), _) => mock.response(),
-        _ => Error::Internal("route targets do not match the handler".into()).into_response(),
-    }
 }
