@@ -17,7 +17,8 @@ use http_body_util::BodyExt;
 use lambda_http::{LambdaEvent, lambda_runtime::Context};
 use proxyfn::runtime::lambda::Event;
 use proxyfn::{
-    App, Config,
+    App, Config, Runtime,
+    context::{Arrival, RequestContext},
     runtime::{ClientInfo, lambda::Handler},
     upstream::headers::to_upstream,
 };
@@ -50,8 +51,9 @@ fn browser_headers() -> HeaderMap {
 
 fn header_filtering(c: &mut Criterion) {
     let headers = browser_headers();
+    let plan = proxyfn::Plan::new(&Config::default()).unwrap();
     let mut context = http::Extensions::new();
-    context.insert(ClientInfo::direct("203.0.113.7".parse().unwrap()));
+    context.insert(client_context(&proxyfn::context::Entry::new(&plan.server)));
     c.bench_function("headers/to_upstream_12_fields", |b| {
         b.iter(|| to_upstream(black_box(headers.clone()), &context))
     });
@@ -91,9 +93,19 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn router(runtime: &tokio::runtime::Runtime, toml: &str) -> Router {
+fn app(runtime: &tokio::runtime::Runtime, toml: &str) -> App {
     let config = Config::from_toml(toml).unwrap();
-    runtime.block_on(App::new(&config)).unwrap().router
+    runtime
+        .block_on(App::new(&config, Runtime::Server))
+        .unwrap()
+}
+
+/// The context a server connection gives a request of this client.
+fn client_context(entry: &proxyfn::context::Entry) -> RequestContext {
+    entry.context(Arrival {
+        client: ClientInfo::direct("203.0.113.7".parse().unwrap()),
+        ..Arrival::default()
+    })
 }
 
 /// Serves one request through `router` and reads the whole body, as a connection would.
@@ -111,18 +123,25 @@ async fn serve(router: &Router, request: Request<Body>) -> usize {
 
 fn layer_stack(c: &mut Criterion) {
     let runtime = runtime();
-    let client = ClientInfo::direct("203.0.113.7".parse().unwrap());
     let mut group = c.benchmark_group("layer_stack");
-    let mock = router(&runtime, MOCK);
+    let App {
+        router: mock,
+        entry,
+        ..
+    } = app(&runtime, MOCK);
     group.bench_function("mock_route", |b| {
         b.iter(|| {
             let mut request = Request::get("/hello").body(Body::empty()).unwrap();
             *request.headers_mut() = browser_headers();
-            request.extensions_mut().insert(client.clone());
+            request.extensions_mut().insert(client_context(&entry));
             runtime.block_on(serve(&mock, request))
         })
     });
-    let full = router(&runtime, FULL);
+    let App {
+        router: full,
+        entry,
+        ..
+    } = app(&runtime, FULL);
     group.bench_function("mock_route_api_key_limit_cors", |b| {
         b.iter(|| {
             let mut request = Request::get("/hello").body(Body::empty()).unwrap();
@@ -130,7 +149,7 @@ fn layer_stack(c: &mut Criterion) {
             request
                 .headers_mut()
                 .insert("x-api-key", HeaderValue::from_static("bench-key"));
-            request.extensions_mut().insert(client.clone());
+            request.extensions_mut().insert(client_context(&entry));
             runtime.block_on(serve(&full, request))
         })
     });
@@ -176,8 +195,10 @@ fn context() -> Context {
 fn lambda(c: &mut Criterion) {
     let runtime = runtime();
     let config = Config::from_toml(MOCK).unwrap();
-    let app = runtime.block_on(App::new(&config)).unwrap();
-    let handler = Handler::new(app.router, &app.plan, Instant::now());
+    let app = runtime
+        .block_on(App::new(&config, Runtime::Lambda))
+        .unwrap();
+    let handler = Handler::new(&app, Instant::now());
     let context = context();
     let mut group = c.benchmark_group("lambda");
     let invoke = |event: &str| {

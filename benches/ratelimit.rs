@@ -9,6 +9,7 @@ use axum::body::Body;
 use criterion::{Criterion, criterion_group, criterion_main};
 use proxyfn::{
     Config, Plan,
+    context::{Arrival, Entry},
     ratelimit::{
         RateLimiter,
         gcra::{self, Quota},
@@ -80,7 +81,10 @@ fn memory_checks(c: &mut Criterion) {
     let mut request = http::Request::get("/x").body(Body::empty()).unwrap();
     request
         .extensions_mut()
-        .insert(ClientInfo::direct("203.0.113.7".parse().unwrap()));
+        .insert(Entry::new(&plan.server).context(Arrival {
+            client: ClientInfo::direct("203.0.113.7".parse().unwrap()),
+            ..Arrival::default()
+        }));
     group.bench_function("route_check_one_policy", |b| {
         b.iter(|| runtime.block_on(one.check(&request, None)).is_ok())
     });

@@ -36,6 +36,7 @@ pub mod body;
 pub mod cache;
 pub mod compression;
 pub mod config;
+pub mod context;
 pub mod cors;
 pub mod docs;
 pub mod error;
@@ -59,6 +60,7 @@ pub use config::{Config, ConfigError, Plan};
 pub use error::Error;
 
 use crate::{
+    context::Entry,
     limits::LimitsLayer,
     observability::{AccessLogLayer, RequestIdLayer, TraceContextLayer},
     routes::normalize::NormalizePathLayer,
@@ -66,10 +68,21 @@ use crate::{
     upstream::Upstream,
 };
 
+/// Which runtime serves an [`App`]: its resources are shaped for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// `server.workers` threads serving connections: a connection pool per worker.
+    Server,
+    /// One invocation at a time on one thread: one pool is enough.
+    Lambda,
+}
+
 /// A validated configuration and what was built from it.
 pub struct App {
     pub plan: Plan,
     pub router: Router,
+    /// Makes each request's context where a runtime receives it.
+    pub entry: Entry,
     /// The upstreams, for work outside requests (server-mode health checks).
     pub upstreams: Vec<Upstream>,
 }
@@ -77,15 +90,13 @@ pub struct App {
 impl App {
     /// Validates `config` and builds everything the request path needs (clients, route
     /// table, header values), once.
-    pub async fn new(config: &Config) -> Result<Self, ConfigError> {
+    pub async fn new(config: &Config, runtime: Runtime) -> Result<Self, ConfigError> {
         let plan = Plan::new(config)?;
         let tls = upstream::tls::client_config(upstream::tls::needs_trust_store(&plan))?;
-        // Upstreams and Redis get a connection pool per server worker. Lambda serves one
-        // invocation at a time on one thread: one pool is enough.
-        let pools = if runtime::in_lambda() {
-            1
-        } else {
-            plan.server.workers()
+        // Upstreams and Redis get a connection pool per server worker.
+        let pools = match runtime {
+            Runtime::Server => plan.server.workers(),
+            Runtime::Lambda => 1,
         };
         let upstreams = plan
             .upstreams
@@ -100,22 +111,26 @@ impl App {
             providers.identity_headers(),
             &plan.server.trusted_headers,
         );
+        let entry = Entry::new(&plan.server);
         let router = wrap(
             routes::router(&plan, &upstreams, &providers, &limiter, &cache),
             &plan,
+            &entry,
             trust,
         );
         Ok(Self {
             plan,
             router,
+            entry,
             upstreams: upstreams.into_values().collect(),
         })
     }
 }
 
-/// The gateway's router for `config`, shared by `main`, the Lambda runtime and the tests.
+/// The gateway's router for `config`, as a server would run it; the requests it is given
+/// have a context of an unknown client unless they bring their own.
 pub async fn build(config: &Config) -> Result<Router, ConfigError> {
-    Ok(App::new(config).await?.router)
+    Ok(App::new(config, Runtime::Server).await?.router)
 }
 
 /// The client for the gateway's own calls (JWKS): shared, pooled, never following redirects.
@@ -150,7 +165,7 @@ fn sensitive_headers(plan: &Plan) -> tower_http::sensitive_headers::SetSensitive
 ///
 /// One `ServiceBuilder` stack, boxed once by the outer `Router`: each `Router::layer` would box
 /// its layer again and clone every box below it on each request.
-fn wrap(routes: Router, plan: &Plan, trust: TrustBoundaryLayer) -> Router {
+fn wrap(routes: Router, plan: &Plan, entry: &Entry, trust: TrustBoundaryLayer) -> Router {
     use tower::ServiceBuilder;
     #[cfg(feature = "otlp")]
     let otel = observability::otel::OtelSpanLayer;
@@ -158,6 +173,7 @@ fn wrap(routes: Router, plan: &Plan, trust: TrustBoundaryLayer) -> Router {
     let otel = tower::layer::util::Identity::new();
     let server = &plan.server;
     let stack = ServiceBuilder::new()
+        .layer(entry.clone())
         .layer(sensitive_headers(plan))
         .option_layer(plan.compression.map(|settings| {
             ServiceBuilder::new()
@@ -208,7 +224,7 @@ mod tests {
             .unwrap();
 
         let trust = TrustBoundaryLayer::new(Default::default(), [], &[]);
-        let response = wrap(panicking, &plan, trust)
+        let response = wrap(panicking, &plan, &Entry::new(&plan.server), trust)
             .oneshot(request)
             .await
             .unwrap();

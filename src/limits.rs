@@ -23,20 +23,10 @@ use http::header::CONTENT_LENGTH;
 use tower::{Layer, Service};
 
 use crate::{
+    context::RequestContext,
     error::Error,
     stall::{Side, StallTimeout},
 };
-
-/// The body limit in force, left on the request for whoever reads the body (the proxy turns
-/// a limit crossed mid-stream into 413).
-#[derive(Clone, Copy, Debug)]
-pub struct BodyLimit(pub u64);
-
-/// When the request must be answered by: the earliest of `server.timeout` from arrival and,
-/// in Lambda, the invocation deadline minus `server.deadline_margin`. Upstream attempts are
-/// cut to it, and no retry starts that could not finish before it.
-#[derive(Clone, Copy, Debug)]
-pub struct Deadline(pub std::time::Instant);
 
 #[derive(Clone, Copy, Debug)]
 pub struct LimitsLayer {
@@ -118,7 +108,7 @@ where
                 limit: limits.body_limit,
             });
         }
-        let mut request = request.map(|body| {
+        let request = request.map(|body| {
             let limit = usize::try_from(limits.body_limit).unwrap_or(usize::MAX);
             Body::new(StallTimeout::new(
                 http_body_util::Limited::new(body, limit),
@@ -126,11 +116,14 @@ where
                 limits.body_timeout,
             ))
         });
-        request
-            .extensions_mut()
-            .insert(BodyLimit(limits.body_limit));
+        // The request's deadline ([`RequestContext::deadline`]); `server.timeout` from now
+        // for a request that has no context (this layer used on its own).
+        let deadline = RequestContext::of(request.extensions()).map_or_else(
+            || std::time::Instant::now() + limits.timeout,
+            |context| context.deadline,
+        );
         LimitsFuture::Running {
-            inner: tokio::time::timeout(limits.timeout, self.inner.call(request)),
+            inner: tokio::time::timeout_at(deadline.into(), self.inner.call(request)),
         }
     }
 }
@@ -180,10 +173,7 @@ pub async fn read_whole_body(
     parts: &http::request::Parts,
     body: axum::body::Body,
 ) -> Result<(bytes::Bytes, u64), Error> {
-    let limit = parts
-        .extensions
-        .get::<BodyLimit>()
-        .map_or(u64::MAX, |l| l.0);
+    let limit = RequestContext::of(&parts.extensions).map_or(u64::MAX, |c| c.body_limit);
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|e| body_read_error(e, limit))?;

@@ -1,15 +1,15 @@
 //! The `proxyfn` command: `serve` (default; what Lambda's `bootstrap` runs), `check`, `openapi`,
 //! `health`, and the Redis administration commands `keys` and `limits`.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use clap::{Parser, Subcommand};
 use proxyfn::{
-    App, ConfigError, Plan,
+    ConfigError, Plan,
     admin::AdminError,
     auth::admin::KeysAction,
     config,
-    observability::{init_logging, metrics},
+    observability::init_logging,
     ratelimit::admin::LimitsAction,
     runtime::{self, lambda, server},
 };
@@ -138,7 +138,7 @@ enum Format {
 const CONFIG_INVALID: u8 = 2;
 
 fn main() -> ExitCode {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let cli = Cli::parse();
     let in_lambda = runtime::in_lambda();
 
@@ -182,7 +182,7 @@ fn main() -> ExitCode {
             }
             Err(error) => config_failure(&error.locate(&source), false),
         },
-        Command::Serve => serve(&config, &source, in_lambda, started),
+        Command::Serve => serve(&config, &source, started),
         Command::Config => match config.to_masked_toml() {
             Ok(text) => {
                 println!("# The effective configuration of {source}, every default written out.");
@@ -428,77 +428,16 @@ fn admin(work: impl std::future::Future<Output = Result<String, AdminError>>) ->
     }
 }
 
-fn serve(
-    config: &config::Config,
-    source: &config::ConfigSource,
-    in_lambda: bool,
-    started: std::time::Instant,
-) -> ExitCode {
-    // One thread: Lambda runs one invocation at a time, and in server mode this thread only
-    // accepts connections and runs background tasks, while `server.workers` threads, each
-    // with an event loop of its own, serve the requests (runtime::server).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let runtime = match runtime {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("proxyfn: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+/// Runs the gateway in the runtime the environment selects until it stops.
+fn serve(config: &config::Config, source: &config::ConfigSource, started: Instant) -> ExitCode {
+    match runtime::run(config, source, runtime::selected(), started) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(runtime::Stopped::ConfigInvalid(error)) => config_failure(&error, false),
+        Err(runtime::Stopped::Failed(message)) => {
+            eprintln!("proxyfn: {message}");
+            ExitCode::FAILURE
         }
-    };
-    runtime.block_on(async {
-        // Before the app is built, so start-up state (breakers closed) is recorded too.
-        if config.metrics.enabled {
-            let installed = if in_lambda {
-                metrics::install_emf(&config.metrics.namespace)
-            } else {
-                metrics::install_prometheus()
-            };
-            if let Err(error) = installed {
-                tracing::warn!(%error, "metrics are off");
-            }
-        }
-        let app = match App::new(config).await {
-            Ok(app) => app,
-            Err(error) => {
-                let error = error.locate(source);
-                if in_lambda {
-                    lambda::report_init_error("Runtime.ConfigError", &error.to_string()).await;
-                }
-                return config_failure(&error, false);
-            }
-        };
-        tracing::info!(config = %source, routes = app.plan.routes.len(), lambda = in_lambda, "proxyfn starting");
-        let settings = app.plan.server.clone();
-        let result = if in_lambda {
-            lambda::run(app, started)
-                .await
-                .map_err(|e| e.to_string())
-        } else {
-            let listener = match tokio::net::TcpListener::bind(settings.listen).await {
-                Ok(listener) => listener,
-                Err(error) => {
-                    eprintln!("proxyfn: cannot listen on {}: {error}", settings.listen);
-                    return ExitCode::FAILURE;
-                }
-            };
-            let listen = listener.local_addr().map_or(settings.listen, |addr| addr);
-            tracing::info!(%listen, "listening");
-            server::serve(listener, app, server::shutdown_signal())
-                .await
-            .map_err(|e| e.to_string())
-        };
-        #[cfg(feature = "otlp")]
-        proxyfn::observability::otel::flush();
-        match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                tracing::error!(%error, "proxyfn stopped with an error");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    }
 }
 
 /// Prints every problem and returns exit status 2. In Lambda the problems are also sent to

@@ -23,7 +23,7 @@
 //!   `X-Client-IP`, `CF-Connecting-IP`, ...) are removed, unless `server.trusted_headers`
 //!   names them and the request came through a trusted proxy (or an AWS front door).
 //!
-//! A request made from a malformed Lambda event ([`MalformedEvent`]) is refused here too, with
+//! A request made from a malformed Lambda event ([`RequestContext::malformed_event`]) is refused here too, with
 //! 400 `malformed-event`, so it has a request id and an access-log line like any other.
 //!
 //! The gateway's own values are written when the request is sent upstream, after hop-by-hop
@@ -48,10 +48,7 @@ use http::{
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
-use crate::{
-    error::Error,
-    runtime::{ClientInfo, MalformedEvent},
-};
+use crate::{context::RequestContext, error::Error};
 
 /// Headers that claim to say who or where the client is. Only the gateway's own forwarding
 /// headers describe the client to an upstream; these are removed unless configured as
@@ -299,17 +296,15 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let direct_http = request
-            .extensions()
-            .get::<ClientInfo>()
-            .is_some_and(|client| client.direct_http);
+        let context = RequestContext::of(request.extensions());
+        let direct_http = context.is_some_and(|c| c.client.direct_http);
+        let trusted_peer = context.is_some_and(|c| c.client.trusted_peer);
+        if let Some(why) = context.and_then(|c| c.malformed_event) {
+            return Either::Right(ready(Ok(Error::MalformedEvent(why).into_response())));
+        }
         if let Err(error) = check_framing(&mut request, direct_http) {
             return Either::Right(ready(Ok(error.into_response())));
         }
-        let trusted_peer = request
-            .extensions()
-            .get::<ClientInfo>()
-            .is_some_and(|client| client.trusted_peer);
         if let Err(error) = self.rules.clean(request.headers_mut(), trusted_peer) {
             return Either::Right(ready(Ok(error.into_response())));
         }
@@ -319,9 +314,6 @@ where
 
 /// Host, Transfer-Encoding and Content-Length, as RFC 9112 requires of a server.
 fn check_framing(request: &mut Request, direct_http: bool) -> Result<(), Error> {
-    if let Some(MalformedEvent(why)) = request.extensions().get::<MalformedEvent>() {
-        return Err(Error::MalformedEvent(why));
-    }
     let headers = request.headers();
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {

@@ -30,7 +30,7 @@ use super::{
     metrics::{RouteMetrics, UpstreamMetrics},
     trace_context::TraceContext,
 };
-use crate::runtime::ClientInfo;
+use crate::context::RequestContext;
 
 /// The target of the access-log events.
 pub(crate) const ACCESS_TARGET: &str = "proxyfn::access";
@@ -56,7 +56,7 @@ impl Notes {
 
     /// The note pad of the request whose extensions these are, if it is being logged.
     pub fn of(extensions: &Extensions) -> Option<&Self> {
-        extensions.get::<Arc<Notes>>().map(|n| &**n)
+        RequestContext::of(extensions).map(|c| &*c.notes)
     }
 
     pub fn route(&self, route: &Arc<RouteMetrics>) {
@@ -133,31 +133,30 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let notes = Arc::new(Notes::default());
         let bytes_in = Arc::new(AtomicU64::new(0));
         let extensions = request.extensions();
+        let context = RequestContext::of(extensions);
+        let invocation = context.and_then(|c| c.invocation.as_ref());
         let record = Record {
             start: Instant::now(),
             method: request.method().clone(),
             uri: request.uri().clone(),
             request_id: extensions.get::<RequestId>().map(|id| id.0.clone()),
             trace: extensions.get::<TraceContext>().copied(),
-            client_ip: extensions.get::<ClientInfo>().and_then(|c| c.ip),
-            aws_request_id: extensions
-                .get::<lambda_http::lambda_runtime::Context>()
-                .map(|c| c.request_id.clone()),
-            cold_start: extensions.get::<ColdStart>().copied(),
-            notes: notes.clone(),
+            client_ip: context.and_then(|c| c.client.ip),
+            aws_request_id: invocation.map(|i| i.aws_request_id.clone()),
+            cold_start: invocation.and_then(|i| i.cold_start),
+            // Outside a context (not the gateway's stack) there is nothing to note.
+            notes: context.map(|c| c.notes.clone()).unwrap_or_default(),
             bytes_in: bytes_in.clone(),
             status: 0,
         };
-        let mut request = request.map(|body| {
+        let request = request.map(|body| {
             Body::new(Counted {
                 inner: body,
                 count: bytes_in,
             })
         });
-        request.extensions_mut().insert(notes);
         AccessLogFuture {
             inner: self.inner.call(request),
             record: Some(Box::new(record)),

@@ -36,7 +36,7 @@ use std::{
 use axum::extract::Request;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::{auth::Principal, config::ConfigError, error::Error, runtime::ClientInfo};
+use crate::{auth::Principal, config::ConfigError, context::RequestContext, error::Error};
 pub use config::OnStoreError;
 use config::{LimitKey, PolicySettings, RateLimitSettings, RateLimitStore};
 use gcra::{Outcome, Quota};
@@ -91,7 +91,7 @@ impl Policy {
     /// policy counts by fall back to the client address (`ip:ADDR`), never to a shared bucket.
     fn key_of<'r>(&self, request: &'r Request) -> Cow<'r, str> {
         let by_ip = || -> Cow<'r, str> {
-            match request.extensions().get::<ClientInfo>().and_then(|c| c.ip) {
+            match RequestContext::of(request.extensions()).and_then(|c| c.client.ip) {
                 Some(ip) => Cow::Owned(format!("ip:{ip}")),
                 None => Cow::Borrowed("ip:unknown"),
             }

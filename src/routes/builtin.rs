@@ -20,7 +20,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, json};
 
 use crate::{
-    config::Plan, error::Error, observability::metrics, runtime::StagePrefix, upstream::Upstream,
+    config::Plan, context::RequestContext, error::Error, observability::metrics, upstream::Upstream,
 };
 
 pub const HEALTH_PATH: &str = "/health";
@@ -177,12 +177,12 @@ impl Docs {
 
 async fn openapi_json(
     State(docs): State<Arc<Docs>>,
-    stage: Option<Extension<StagePrefix>>,
+    context: Option<Extension<RequestContext>>,
 ) -> Response {
     let (document, json) = docs.document();
-    let body = match stage {
-        Some(Extension(StagePrefix(prefix))) => Bytes::from(
-            serde_json::to_vec(&crate::docs::with_server(document, &prefix)).unwrap_or_default(),
+    let body = match context.as_ref().and_then(|c| c.stage.as_deref()) {
+        Some(prefix) => Bytes::from(
+            serde_json::to_vec(&crate::docs::with_server(document, prefix)).unwrap_or_default(),
         ),
         None => json.clone(),
     };

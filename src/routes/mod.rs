@@ -32,6 +32,7 @@ use crate::{
     auth::{Providers, RoutePolicy},
     cache::{Lookup, ResponseCache, RouteCache},
     config::Plan,
+    context::RequestContext,
     error::Error,
     observability::{Notes, metrics::RouteMetrics},
     ratelimit::{Decision, RateLimiter, RouteLimits, RoutePhases},
@@ -437,7 +438,7 @@ fn limit<'a>(
     earlier: Option<&'a Decision>,
 ) -> impl Future<Output = Result<Decision, Response>> + Send + 'a {
     let check = limits.check(request, earlier);
-    let notes = request.extensions().get::<Arc<Notes>>().cloned();
+    let notes = RequestContext::of(request.extensions()).map(|c| c.notes.clone());
     async move {
         let checked = check.await;
         if let Some(notes) = notes {

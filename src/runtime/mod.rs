@@ -6,7 +6,14 @@ mod connection;
 pub mod lambda;
 pub mod server;
 
-use std::{cell::Cell, net::IpAddr};
+use std::{cell::Cell, net::IpAddr, time::Instant};
+
+pub use crate::Runtime;
+use crate::{
+    App,
+    config::{Config, ConfigError, ConfigSource},
+    observability::metrics,
+};
 
 use http::HeaderValue;
 
@@ -16,6 +23,94 @@ pub const LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
 /// Whether this process runs inside AWS Lambda.
 pub fn in_lambda() -> bool {
     std::env::var_os(LAMBDA_RUNTIME_API).is_some()
+}
+
+/// The runtime the environment selects: Lambda when the Runtime API is announced.
+pub fn selected() -> Runtime {
+    if in_lambda() {
+        Runtime::Lambda
+    } else {
+        Runtime::Server
+    }
+}
+
+/// Why the gateway stopped, other than being told to.
+#[derive(Debug)]
+pub enum Stopped {
+    /// The configuration cannot be served (exit status 2); in Lambda already reported to
+    /// the Runtime API's init-error endpoint.
+    ConfigInvalid(ConfigError),
+    Failed(String),
+}
+
+/// Serves `config` in `runtime` until it stops: metrics set up for the runtime, the [`App`]
+/// built for it, then handed to its loop.
+///
+/// One thread: Lambda runs one invocation at a time, and in server mode this thread only
+/// accepts connections and runs background tasks, while `server.workers` threads, each with
+/// an event loop of its own, serve the requests ([`server`]).
+pub fn run(
+    config: &Config,
+    source: &ConfigSource,
+    runtime: Runtime,
+    started: Instant,
+) -> Result<(), Stopped> {
+    let executor = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| Stopped::Failed(format!("cannot start the async runtime: {error}")))?;
+    executor.block_on(async {
+        // Before the app is built, so start-up state (breakers closed) is recorded too.
+        if config.metrics.enabled {
+            let installed = match runtime {
+                Runtime::Lambda => metrics::install_emf(&config.metrics.namespace),
+                Runtime::Server => metrics::install_prometheus(),
+            };
+            if let Err(error) = installed {
+                tracing::warn!(%error, "metrics are off");
+            }
+        }
+        let app = match App::new(config, runtime).await {
+            Ok(app) => app,
+            Err(error) => {
+                let error = error.locate(source);
+                if runtime == Runtime::Lambda {
+                    lambda::report_init_error("Runtime.ConfigError", &error.to_string()).await;
+                }
+                return Err(Stopped::ConfigInvalid(error));
+            }
+        };
+        tracing::info!(
+            config = %source,
+            routes = app.plan.routes.len(),
+            lambda = runtime == Runtime::Lambda,
+            "proxyfn starting"
+        );
+        let result = match runtime {
+            Runtime::Lambda => lambda::run(app, started)
+                .await
+                .map_err(|error| error.to_string()),
+            Runtime::Server => {
+                let listen = app.plan.server.listen;
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|error| {
+                        Stopped::Failed(format!("cannot listen on {listen}: {error}"))
+                    })?;
+                let bound = listener.local_addr().map_or(listen, |addr| addr);
+                tracing::info!(listen = %bound, "listening");
+                server::serve(listener, app, server::shutdown_signal())
+                    .await
+                    .map_err(|error| error.to_string())
+            }
+        };
+        #[cfg(feature = "otlp")]
+        crate::observability::otel::flush();
+        result.map_err(|error| {
+            tracing::error!(%error, "proxyfn stopped with an error");
+            Stopped::Failed(error)
+        })
+    })
 }
 
 thread_local! {
@@ -39,16 +134,6 @@ pub(crate) fn worker_slot(slots: usize) -> usize {
 pub(crate) fn set_worker(index: usize) {
     WORKER.with(|worker| worker.set(index));
 }
-
-/// The API Gateway stage prefix (`/prod`) removed from the path before routing; the
-/// OpenAPI document served under it names it as its server URL.
-#[derive(Clone, Debug)]
-pub struct StagePrefix(pub String);
-
-/// Marks a request built from a Lambda event that AWS would not send as it is (a body marked
-/// base64 that is not, an invalid method or header): the gateway answers it with 400.
-#[derive(Clone, Copy, Debug)]
-pub struct MalformedEvent(pub &'static str);
 
 /// Who sent the request and how it reached the gateway, as established by the runtime and
 /// never by a header the client controls. The forwarding headers sent upstream are written

@@ -50,6 +50,7 @@ use super::{
 };
 use crate::{
     App,
+    context::{Arrival, Entry},
     observability::{log_output, throttle::Throttle},
     runtime::config::ServerSettings,
     trust::TrustedProxies,
@@ -158,6 +159,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let connections = Connections {
         router: app.router,
+        entry: app.entry,
         trusted_proxies: Arc::new(server.trusted_proxies.clone()),
         local_port: HeaderValue::from(local.port()),
     };
@@ -382,6 +384,7 @@ async fn serve_connection(
     );
     let service = FromPeer {
         router: connections.router,
+        entry: connections.entry,
         peer,
         trusted_proxies: connections.trusted_proxies,
         local_port: connections.local_port,
@@ -416,16 +419,19 @@ async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
 #[derive(Clone)]
 struct Connections {
     router: Router,
+    entry: Entry,
     trusted_proxies: Arc<TrustedProxies>,
     /// The listener's port, for `X-Forwarded-Port`.
     local_port: HeaderValue,
 }
 
-/// One connection's service: puts the [`ClientInfo`] of its peer on every request, and keeps
-/// the connection's [`Activity`] busy until the response body is done.
+/// One connection's service: gives every request its [`crate::context::RequestContext`], with the
+/// [`ClientInfo`] of the peer, and keeps the connection's [`Activity`] busy until the
+/// response body is done.
 #[derive(Clone)]
 struct FromPeer {
     router: Router,
+    entry: Entry,
     peer: SocketAddr,
     trusted_proxies: Arc<TrustedProxies>,
     local_port: HeaderValue,
@@ -450,7 +456,11 @@ impl Service<http::Request<Incoming>> for FromPeer {
             &self.trusted_proxies,
             &self.local_port,
         );
-        request.extensions_mut().insert(info);
+        let context = self.entry.context(Arrival {
+            client: info,
+            ..Arrival::default()
+        });
+        request.extensions_mut().insert(context);
         Served {
             inner: self.router.call(request),
             in_flight: Some(in_flight),

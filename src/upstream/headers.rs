@@ -18,6 +18,7 @@ use http::{
 
 use crate::{
     auth::Principal,
+    context::RequestContext,
     observability::{RequestId, TraceContext, X_REQUEST_ID, trace_context::TRACEPARENT},
     runtime::ClientInfo,
 };
@@ -73,8 +74,8 @@ pub fn to_upstream(mut headers: HeaderMap, extensions: &Extensions) -> HeaderMap
     headers.remove(header::EXPECT);
 
     let default_client;
-    let client = match extensions.get::<ClientInfo>() {
-        Some(client) => client,
+    let client = match RequestContext::of(extensions) {
+        Some(context) => &context.client,
         None => {
             default_client = ClientInfo::default();
             &default_client
@@ -194,8 +195,13 @@ mod tests {
         let mut client = ClientInfo::direct(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)));
         client.forwarded_for = forwarded_for.map(HeaderValue::from_static);
         client.port = Some(HeaderValue::from_static("8080"));
+        let plan = crate::config::Plan::new(&crate::config::Config::default()).unwrap();
+        let entry = crate::context::Entry::new(&plan.server);
         let mut extensions = Extensions::new();
-        extensions.insert(client);
+        extensions.insert(entry.context(crate::context::Arrival {
+            client,
+            ..Default::default()
+        }));
         extensions
     }
 

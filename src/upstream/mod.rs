@@ -8,7 +8,7 @@
 //! 2. per attempt: the breaker admits or answers 503 + Retry-After; a healthy target is picked
 //!    round-robin; the upstream gets its `timeout` to answer from the moment it has the whole
 //!    request body (the client's pace is not the upstream's silence), within the request's
-//!    [`Deadline`], and then its `timeout` between chunks of its response body;
+//!    [deadline](crate::context::RequestContext::deadline), and then its `timeout` between chunks of its response body;
 //! 3. a failed attempt is retried only when the request is repeatable, the failure says "try
 //!    again", the budget allows, and the whole next attempt fits before the deadline.
 //!
@@ -43,9 +43,10 @@ pub use breaker::BreakerState;
 
 use crate::{
     config::ConfigError,
+    context::RequestContext,
     error::{Error, caused_by},
-    limits::{BodyLimit, Deadline, body_read_error, is_body_limit_error},
-    observability::{Notes, metrics::UpstreamMetrics},
+    limits::{body_read_error, is_body_limit_error},
+    observability::metrics::UpstreamMetrics,
     stall::{Side, StallTimeout},
 };
 use breaker::CircuitBreaker;
@@ -259,12 +260,10 @@ impl Upstream {
         };
 
         let (parts, body) = request.into_parts();
-        let body_limit = parts
-            .extensions
-            .get::<BodyLimit>()
-            .map_or(u64::MAX, |l| l.0);
-        let deadline = parts.extensions.get::<Deadline>().map(|d| d.0);
-        let notes = parts.extensions.get::<Arc<Notes>>().cloned();
+        let context = RequestContext::of(&parts.extensions);
+        let body_limit = context.map_or(u64::MAX, |c| c.body_limit);
+        let deadline = context.map(|c| c.deadline);
+        let notes = context.map(|c| c.notes.clone());
         let headers = headers::to_upstream(parts.headers, &parts.extensions);
         let may_retry = inner.retry.as_ref().is_some_and(|r| {
             r.settings.attempts > 1 && retry::is_repeatable(&parts.method, &headers)
@@ -442,6 +441,9 @@ impl Upstream {
         // giving up on a trickling client) is not held against the upstream; one that could
         // not be made is.
         let mut mid_upload = false;
+        // The request's deadline came while the upstream had the whole request: it did not
+        // answer in the time there was, which counts against it.
+        let mut out_of_time_waiting = false;
         let outcome = tokio::select! {
             result = self.client().execute(request) => match result {
                 Ok(response) => Attempt::Answered(response),
@@ -454,13 +456,10 @@ impl Upstream {
                 upstream: inner.name.clone(),
             }),
             // Out of time with the request still arriving: the client's doing.
-            () = until_deadline => Attempt::Failed(if sent.as_ref().is_none_or(|s| s.is_done()) {
-                Error::UpstreamTimeout {
-                    upstream: inner.name.clone(),
-                }
-            } else {
-                Error::DeadlineExceeded
-            }),
+            () = until_deadline => {
+                out_of_time_waiting = sent.as_ref().is_none_or(|s| s.is_done());
+                Attempt::Failed(Error::DeadlineExceeded)
+            }
         };
         let finished = Instant::now();
         let (success, connection_failed) = match &outcome {
@@ -471,6 +470,7 @@ impl Upstream {
             Attempt::Failed(Error::UpstreamTimeout { .. } | Error::UpstreamUnavailable { .. }) => {
                 (false, true)
             }
+            Attempt::Failed(Error::DeadlineExceeded) if out_of_time_waiting => (false, true),
             // The client's fault (body too large, stalled or aborted, or the request out of
             // time while its body was still arriving): says nothing about the upstream.
             Attempt::Failed(_) => return Ok(outcome),

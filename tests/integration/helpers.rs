@@ -138,7 +138,7 @@ pub struct Gateway {
 impl Gateway {
     pub async fn start(toml: &str) -> Self {
         let config = proxyfn::Config::from_toml(toml).expect("test config parses");
-        let app = proxyfn::App::new(&config)
+        let app = proxyfn::App::new(&config, proxyfn::Runtime::Server)
             .await
             .expect("test config is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -157,6 +157,39 @@ async fn an_attempt_is_cut_to_the_request_deadline() {
 }
 
 #[tokio::test]
+async fn a_retry_starts_in_server_mode_only_if_a_whole_attempt_fits_before_the_timeout() {
+    // Each attempt takes 200ms and gets 503. server.timeout is 1.3s and an attempt may take
+    // 1s: at 0.2s one more fits, at 0.4s none does. So two of the ten attempts run and the
+    // client gets the last answer, not a 504 from a retry the deadline cut off.
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = attempts.clone();
+    let upstream = Upstream::serve(Router::new().fallback(any(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            (http::StatusCode::SERVICE_UNAVAILABLE, "busy")
+        }
+    })))
+    .await;
+    let config = format!(
+        "[server]\ntimeout = \"1300ms\"\n{}",
+        upstream_config(
+            &upstream.url(),
+            "timeout = \"1s\"\nretry = { attempts = 10, backoff = \"1ms\", max_backoff = \"1ms\" }",
+            ""
+        )
+    );
+    let gateway = Gateway::start(&config).await;
+    let response = client().get(gateway.url("/work")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "no retry started that could not finish"
+    );
+}
+
+#[tokio::test]
 async fn the_breaker_opens_answers_without_the_upstream_and_closes_after_probes() {
     let failing = Arc::new(AtomicBool::new(true));
     let upstream = switchable(failing.clone()).await;

@@ -21,7 +21,7 @@
 //! Bytes a URI cannot carry (a space, `"`, `<`, ...) are percent-encoded, as the upstream
 //! client would encode them anyway. An event that is HTTP-shaped but malformed (a body marked
 //! base64 that is not, an invalid method, header name or value) still becomes a request, marked
-//! [`MalformedEvent`], which the gateway answers with 400 problem+json. WebSocket, VPC Lattice
+//! ([`Converted::malformed`]), which the gateway answers with 400 problem+json. WebSocket, VPC Lattice
 //! and batch (`Records`) events are recognised and refused as unsupported.
 
 use std::net::IpAddr;
@@ -32,7 +32,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, header};
 use serde::{Deserialize, de::IgnoredAny};
 
 use crate::{
-    runtime::{ClientInfo, MalformedEvent},
+    runtime::ClientInfo,
     upstream::headers::{X_FORWARDED_FOR, X_FORWARDED_PORT, X_FORWARDED_PROTO},
 };
 
@@ -144,6 +144,10 @@ pub struct Converted {
     /// The path prefix the front door added and routing left out (`/prod`), for links the
     /// gateway writes (the OpenAPI server URL).
     pub stage_prefix: Option<String>,
+    /// Who sent the request, as the front door says.
+    pub client: ClientInfo,
+    /// Why the event is not one AWS would send as it is, if it is not.
+    pub malformed: Option<&'static str>,
 }
 
 impl Event {
@@ -321,14 +325,12 @@ impl Event {
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers;
-        request.extensions_mut().insert(client);
-        if let Some(why) = defect {
-            request.extensions_mut().insert(MalformedEvent(why));
-        }
         Ok(Converted {
             front_door,
             request,
             stage_prefix,
+            client,
+            malformed: defect,
         })
     }
 }
@@ -633,21 +635,9 @@ mod tests {
             "httpMethod": "GET", "path": "/", "body": "not base64!", "isBase64Encoded": true
         });
         let converted = convert(event, true);
-        assert!(
-            converted
-                .request
-                .extensions()
-                .get::<MalformedEvent>()
-                .is_some()
-        );
+        assert!(converted.malformed.is_some());
         let event = json!({ "httpMethod": "G E T", "path": "/" });
-        assert!(
-            convert(event, true)
-                .request
-                .extensions()
-                .get::<MalformedEvent>()
-                .is_some()
-        );
+        assert!(convert(event, true).malformed.is_some());
     }
 
     #[test]

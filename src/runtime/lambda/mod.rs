@@ -17,11 +17,8 @@ pub mod event;
 pub mod response;
 
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, UNIX_EPOCH},
 };
 
 use axum::{Router, body::Body, extract::Request, response::Response};
@@ -35,12 +32,12 @@ use lambda_http::{
 use serde_json::value::RawValue;
 use tower::ServiceExt;
 
-use super::{LAMBDA_RUNTIME_API, StagePrefix};
+use super::LAMBDA_RUNTIME_API;
 use crate::{
     App,
     config::Plan,
+    context::{Arrival, Entry, Invocation, RequestContext},
     error::{Error, PROBLEM_JSON},
-    limits::Deadline,
     observability::{ColdStart, X_REQUEST_ID},
 };
 pub use event::{Event, FrontDoor};
@@ -53,7 +50,7 @@ pub const UNSUPPORTED_EVENT: &str = "UnsupportedEvent";
 ///
 /// `started` is when the process started, for the cold start's init time in the access log.
 pub async fn run(app: App, started: Instant) -> Result<(), lambda_runtime::Error> {
-    let handler = Handler::new(app.router, &app.plan, started);
+    let handler = Handler::new(&app, started);
     lambda_runtime::run(lambda_runtime::service_fn(move |event| {
         let handler = handler.clone();
         async move { handler.handle(event).await }
@@ -66,10 +63,8 @@ pub async fn run(app: App, started: Instant) -> Result<(), lambda_runtime::Error
 #[derive(Clone)]
 pub struct Handler {
     router: Router,
+    entry: Entry,
     strip_stage: bool,
-    deadline_margin: Duration,
-    /// `server.timeout`: the deadline when the invocation's cannot be real.
-    timeout: Duration,
     /// `lambda.max_response`.
     max_response: usize,
     /// Taken by the first invocation.
@@ -78,13 +73,12 @@ pub struct Handler {
 
 impl Handler {
     /// `started` is when the process started: the first invocation reports the init time.
-    pub fn new(router: Router, plan: &Plan, started: Instant) -> Self {
-        let settings = &plan.server;
+    pub fn new(app: &App, started: Instant) -> Self {
+        let plan: &Plan = &app.plan;
         Self {
-            router,
-            strip_stage: settings.strip_stage,
-            deadline_margin: settings.deadline_margin,
-            timeout: settings.timeout,
+            router: app.router.clone(),
+            entry: app.entry.clone(),
+            strip_stage: plan.server.strip_stage,
             max_response: plan.lambda.max_response,
             cold_start: Arc::new(Mutex::new(Some(ColdStart {
                 init: started.elapsed(),
@@ -109,10 +103,8 @@ impl Handler {
                 });
             }
         };
-        let deadline = request
-            .extensions()
-            .get::<Deadline>()
-            .map_or_else(|| Instant::now() + self.timeout, |d| d.0);
+        let deadline = RequestContext::of(request.extensions())
+            .map_or_else(Instant::now, |context| context.deadline);
 
         let response = match self.router.clone().oneshot(request).await {
             Ok(response) => response,
@@ -180,47 +172,25 @@ impl Handler {
     ) -> Result<(FrontDoor, Request), event::Unsupported> {
         let converted = event.into_request(self.strip_stage)?;
         let (mut parts, body) = converted.request.into_parts();
-        if let Some(prefix) = converted.stage_prefix {
-            parts.extensions.insert(StagePrefix(prefix));
-        }
-        parts
-            .extensions
-            .insert(Deadline(self.deadline(context.deadline)));
-        parts.extensions.insert(context);
         let cold_start = self
             .cold_start
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some(cold_start) = cold_start {
-            parts.extensions.insert(cold_start);
-        }
+        parts.extensions.insert(self.entry.context(Arrival {
+            client: converted.client,
+            stage: converted.stage_prefix,
+            invocation: Some(Invocation {
+                aws_request_id: context.request_id,
+                deadline: UNIX_EPOCH + Duration::from_millis(context.deadline),
+                cold_start,
+            }),
+            malformed_event: converted.malformed,
+        }));
         Ok((
             converted.front_door,
             Request::from_parts(parts, Body::from(body)),
         ))
-    }
-
-    /// The invocation deadline (milliseconds since the epoch, from the Runtime API) less the
-    /// margin needed to send the response, and never later than `server.timeout`. A deadline
-    /// already past when the invocation arrives cannot be real (cargo-lambda 1.9 sends a
-    /// relative 600000): the gateway warns once and uses `server.timeout`.
-    fn deadline(&self, deadline_ms: u64) -> Instant {
-        let now = Instant::now();
-        let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
-        let Ok(remaining) = deadline.duration_since(SystemTime::now()) else {
-            static WARNED: AtomicBool = AtomicBool::new(false);
-            if !WARNED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    deadline_ms,
-                    "the invocation's deadline (Lambda-Runtime-Deadline-Ms) had passed when it arrived; using server.timeout instead (warned once)"
-                );
-            }
-            return now + self.timeout;
-        };
-        now + remaining
-            .saturating_sub(self.deadline_margin)
-            .min(self.timeout)
     }
 }
 
