@@ -14,7 +14,10 @@ use axum::{
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
-use crate::helpers::*;
+use crate::{
+    app::{BOTH, Call, TestApp},
+    helpers::*,
+};
 
 /// `users` answers at once; `orders` only once `users` has been called too (a barrier both
 /// wait on), so a sequential gateway would time it out: parallelism shown by ordering, not by
@@ -298,5 +301,74 @@ aggregate = [
         "routes[1] (/y/{id}).aggregate[1].method",
     ] {
         assert!(stderr.contains(expected), "{expected} in {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn an_aggregate_merges_its_backends_and_reports_the_missing_one_in_both_runtimes() {
+    for runtime in BOTH {
+        let profile = Upstream::recording(|captured| {
+            axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(format!(
+                    "{{\"path\":{:?}}}",
+                    captured.target
+                )))
+                .unwrap()
+        })
+        .await;
+        let failing = Upstream::recording(|_| {
+            axum::response::Response::builder()
+                .status(503)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        })
+        .await;
+        let gateway = TestApp::new()
+            .with_upstream("profile", &profile)
+            .with_upstream("failing", &failing)
+            .route(
+                "/dash/{id}",
+                "aggregate = [\n\
+                   { upstream = \"profile\", path = \"/users/{id}\", key = \"user\", required = true },\n\
+                   { upstream = \"failing\", path = \"/x\", key = \"extra\" },\n]",
+            )
+            .start(runtime)
+            .await;
+        let response = gateway.send(Call::get("/dash/9")).await;
+        assert_eq!(response.status, 200, "{runtime:?}");
+        assert_eq!(response.header("x-proxyfn-completed"), ["false"]);
+        let body = response.json();
+        assert_eq!(body["user"], json!({ "path": "/users/9" }), "{runtime:?}");
+        assert_eq!(
+            body["_errors"],
+            json!([{ "backend": "extra", "detail": "answered 503" }])
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failing_required_backend_is_a_502_problem_with_the_request_id_in_both_runtimes() {
+    for runtime in BOTH {
+        let failing = Upstream::recording(|_| {
+            axum::response::Response::builder()
+                .status(500)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        })
+        .await;
+        let gateway = TestApp::new()
+            .with_upstream("failing", &failing)
+            .route(
+                "/dash",
+                "aggregate = [{ upstream = \"failing\", path = \"/x\", key = \"x\", required = true }]",
+            )
+            .start(runtime)
+            .await;
+        let response = gateway
+            .send(Call::get("/dash").header("x-request-id", "agg-both"))
+            .await;
+        let problem = response.problem(502, "aggregation-failed");
+        assert_eq!(problem["request_id"], "agg-both", "{runtime:?}");
     }
 }

@@ -12,7 +12,7 @@ use axum::{Router, body::Body, response::Response};
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use serde_json::{Value, json};
 
-use crate::{helpers::*, runtime_api::*};
+use crate::{helpers::*, lambda_event::LambdaEvent, runtime_api::*};
 
 /// The release-shaped binary running as a Lambda function against a local Runtime API.
 pub(crate) struct Function {
@@ -79,14 +79,38 @@ impl Function {
     }
 }
 
-// ---- events in the documented shapes ----
+// ---- events in the documented shapes, through the one builder (lambda_event.rs) ----
 
-/// `multiValueHeaders` as REST APIs and multi-value ALB target groups send them.
-pub(crate) fn multi_value_headers(headers: &[(&str, &[&str])]) -> serde_json::Map<String, Value> {
-    headers
+/// `(name, values)` pairs as the builder takes them.
+fn each_value<'a>(
+    pairs: &'a [(&'a str, &'a [&'a str])],
+) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    pairs
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .flat_map(|(name, values)| values.iter().map(move |value| (*name, *value)))
+}
+
+/// A `{ name: [values] }` query object as pairs.
+fn query_pairs(query: &Value) -> Vec<(String, String)> {
+    query
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(name, values)| {
+            values
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |v| (name.clone(), v.as_str().unwrap().to_owned()))
+        })
         .collect()
+}
+
+fn with_body(event: LambdaEvent, body: Option<(&str, bool)>) -> LambdaEvent {
+    match body {
+        Some((text, base64)) => event.body_as_sent(text, base64),
+        None => event,
+    }
 }
 
 /// API Gateway REST API, payload format 1.0 (`path` excludes the stage).
@@ -98,48 +122,17 @@ pub(crate) fn rest_event(
     headers: &[(&str, &[&str])],
     body: Option<(&str, bool)>,
 ) -> Value {
-    let multi_headers = multi_value_headers(headers);
-    let single_headers: serde_json::Map<String, Value> = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), json!(v.last().unwrap())))
-        .collect();
-    let single_query: serde_json::Map<String, Value> = query
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_array().unwrap().last().unwrap().clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    json!({
-        "resource": "/{proxy+}",
-        "path": path,
-        "httpMethod": method,
-        "headers": single_headers,
-        "multiValueHeaders": multi_headers,
-        "queryStringParameters": if single_query.is_empty() { Value::Null } else { Value::Object(single_query) },
-        "multiValueQueryStringParameters": if query.as_object().is_none_or(|m| m.is_empty()) { Value::Null } else { query },
-        "pathParameters": { "proxy": path.trim_start_matches('/') },
-        "stageVariables": null,
-        "requestContext": {
-            "accountId": "123456789012",
-            "resourceId": "us4z18",
-            "stage": stage,
-            "requestId": "41b45ea3-70b5-11e6-b7bd-69b5aaebc7d9",
-            "identity": { "sourceIp": "198.51.100.7", "userAgent": "curl/8.0" },
-            "resourcePath": "/{proxy+}",
-            "httpMethod": method,
-            "apiId": "wt6mne2s9k",
-            "path": format!("/{stage}{path}"),
-            "protocol": "HTTP/1.1",
-            "domainName": "wt6mne2s9k.execute-api.us-east-1.amazonaws.com"
-        },
-        "body": body.map(|(b, _)| b),
-        "isBase64Encoded": body.is_some_and(|(_, b64)| b64)
-    })
+    let mut event = LambdaEvent::rest(method, path).stage(stage);
+    for (name, value) in query_pairs(&query) {
+        event = event.query(&name, &value);
+    }
+    for (name, value) in each_value(headers) {
+        event = event.header(name, value);
+    }
+    with_body(event, body).build()
 }
 
-/// HTTP API payload format 2.0; also the Function URL shape when `stage` is `$default`.
+/// HTTP API payload format 2.0, with the `rawQueryString` and the `headers` object as given.
 pub(crate) fn http_api_event(
     method: &str,
     raw_path: &str,
@@ -149,33 +142,25 @@ pub(crate) fn http_api_event(
     cookies: &[&str],
     body: Option<(&str, bool)>,
 ) -> Value {
-    let mut event = json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": raw_path,
-        "rawQueryString": raw_query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "r3pmxmplak",
-            "domainName": "r3pmxmplak.execute-api.us-east-2.amazonaws.com",
-            "domainPrefix": "r3pmxmplak",
-            "http": { "method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.42", "userAgent": "curl/8.0" },
-            "requestId": "JKJaXmPLvHcESHA=",
-            "routeKey": "$default",
-            "stage": stage,
-            "time": "21/Nov/2026:08:00:00 +0000",
-            "timeEpoch": 1795248000000u64
-        },
-        "isBase64Encoded": body.is_some_and(|(_, b64)| b64)
-    });
-    if !cookies.is_empty() {
-        event["cookies"] = json!(cookies);
+    let event = LambdaEvent::http_api(method, raw_path)
+        .stage(stage)
+        .raw_query(raw_query);
+    v2_parts(event, headers, cookies, body)
+}
+
+fn v2_parts(
+    mut event: LambdaEvent,
+    headers: Value,
+    cookies: &[&str],
+    body: Option<(&str, bool)>,
+) -> Value {
+    for (name, value) in headers.as_object().into_iter().flatten() {
+        event = event.header(name, value.as_str().unwrap());
     }
-    if let Some((text, _)) = body {
-        event["body"] = json!(text);
+    for cookie in cookies {
+        event = event.cookie(cookie);
     }
-    event
+    with_body(event, body).build()
 }
 
 pub(crate) fn function_url_event(
@@ -186,13 +171,8 @@ pub(crate) fn function_url_event(
     cookies: &[&str],
     body: Option<(&str, bool)>,
 ) -> Value {
-    let mut event = http_api_event(
-        method, raw_path, raw_query, "$default", headers, cookies, body,
-    );
-    event["requestContext"]["domainName"] = json!("abcdefg.lambda-url.us-east-1.on.aws");
-    event["requestContext"]["domainPrefix"] = json!("abcdefg");
-    event["requestContext"]["apiId"] = json!("abcdefg");
-    event
+    let event = LambdaEvent::function_url(method, raw_path).raw_query(raw_query);
+    v2_parts(event, headers, cookies, body)
 }
 
 /// ALB target group event with multi-value headers enabled.
@@ -203,16 +183,14 @@ pub(crate) fn alb_event(
     headers: &[(&str, &[&str])],
     body: Option<(&str, bool)>,
 ) -> Value {
-    let multi_headers = multi_value_headers(headers);
-    json!({
-        "requestContext": { "elb": { "targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/proxyfn/6d0ecf831eec9f09" } },
-        "httpMethod": method,
-        "path": path,
-        "multiValueQueryStringParameters": query,
-        "multiValueHeaders": multi_headers,
-        "body": body.map_or("", |(b, _)| b),
-        "isBase64Encoded": body.is_some_and(|(_, b64)| b64)
-    })
+    let mut event = LambdaEvent::alb(method, path);
+    for (name, value) in query_pairs(&query) {
+        event = event.query(&name, &value);
+    }
+    for (name, value) in each_value(headers) {
+        event = event.header(name, value);
+    }
+    with_body(event, body).build()
 }
 
 pub(crate) fn proxy_config(upstream: &Upstream, extra: &str) -> String {
@@ -964,47 +942,6 @@ async fn in_lambda_the_access_log_names_the_invocation_and_the_cold_start() {
     assert_ne!(events[0]["aws_request_id"], events[1]["aws_request_id"]);
 }
 
-#[tokio::test]
-async fn in_lambda_rate_limit_refusals_are_problems_with_the_request_id() {
-    let upstream = Upstream::echo().await;
-    let route = |policy: &str| {
-        format!(
-            "[[routes]]\npath = \"/{policy}\"\nupstream = \"backend\"\nrate_limit = \"{policy}\"\n"
-        )
-    };
-    let config = format!(
-        "[upstreams.backend]\nurl = \"{}\"\n\
-         [rate_limits.one]\nkey = \"global\"\nlimit = 1\nper = \"1h\"\n{}",
-        upstream.url(),
-        route("one")
-    );
-    let memory = Function::start(&config).await;
-    let event = |path: &str, id: &str| {
-        function_url_event("GET", path, "", json!({ "x-request-id": id }), &[], None)
-    };
-    assert_eq!(
-        memory.api.respond(event("/one", "l-1")).await["statusCode"],
-        200
-    );
-    let refused = memory.api.respond(event("/one", "l-2")).await;
-    assert_eq!(refused["statusCode"], 429, "{refused}");
-    let problem: Value = serde_json::from_str(refused["body"].as_str().unwrap()).unwrap();
-    assert_problem_body(&problem, 429, "rate-limited", "l-2");
-
-    // Redis unreachable with on_store_error = "deny": 503, not a runtime error.
-    let down = Function::start(&format!(
-        "[rate_limit]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}\"\non_store_error = \"deny\"\n{config}",
-        closed_port().await
-    ))
-    .await;
-    let unavailable = down.api.respond(event("/one", "l-3")).await;
-    assert_eq!(unavailable["statusCode"], 503, "{unavailable}");
-    assert_eq!(header_values(&unavailable["headers"], "retry-after"), ["1"]);
-    let problem: Value = serde_json::from_str(unavailable["body"].as_str().unwrap()).unwrap();
-    assert_problem_body(&problem, 503, "rate-limit-unavailable", "l-3");
-    assert_eq!(upstream.requests().len(), 1);
-}
-
 /// Checks one line against the CloudWatch Embedded Metric Format specification: `_aws` with a
 /// millisecond `Timestamp` and `CloudWatchMetrics` directives whose dimension and metric names
 /// are all members of the document (dimensions as strings, metrics as numbers or arrays).
@@ -1168,71 +1105,6 @@ async fn in_lambda_the_openapi_document_names_the_stage_as_its_server() {
 }
 
 #[tokio::test]
-async fn in_lambda_a_body_breaking_the_request_schema_is_a_400_problem() {
-    let upstream = Upstream::echo().await;
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("thing.json");
-    std::fs::write(&schema, r#"{"type":"object","required":["name"]}"#).unwrap();
-    let function = Function::start(&format!(
-        "[upstreams.backend]\nurl = \"{}\"\n[[routes]]\npath = \"/things\"\nupstream = \"backend\"\nrequest_schema = {:?}\n",
-        upstream.url(),
-        schema.display().to_string()
-    ))
-    .await;
-    let json_type = json!({ "content-type": "application/json" });
-    let refused = function
-        .api
-        .respond(function_url_event(
-            "POST",
-            "/things",
-            "",
-            json_type.clone(),
-            &[],
-            Some(("{}", false)),
-        ))
-        .await;
-    assert_eq!(refused["statusCode"], 400, "{refused}");
-    let problem: Value = serde_json::from_str(refused["body"].as_str().unwrap()).unwrap();
-    assert_eq!(problem["type"], "urn:proxyfn:problem:validation-failed");
-    assert_eq!(problem["errors"][0]["pointer"], "#");
-    assert!(!problem["request_id"].as_str().unwrap().is_empty());
-    assert!(upstream.requests().is_empty());
-
-    let accepted = function
-        .api
-        .respond(function_url_event(
-            "POST",
-            "/things",
-            "",
-            json_type,
-            &[],
-            Some(("{\"name\":\"x\"}", false)),
-        ))
-        .await;
-    assert_eq!(accepted["statusCode"], 200, "{accepted}");
-    assert_eq!(upstream.last().body, "{\"name\":\"x\"}".as_bytes());
-
-    let zstd = function
-        .api
-        .respond(function_url_event(
-            "POST",
-            "/things",
-            "",
-            json!({ "content-type": "application/json", "content-encoding": "zstd" }),
-            &[],
-            Some(("{}", false)),
-        ))
-        .await;
-    assert_eq!(zstd["statusCode"], 415, "{zstd}");
-    let problem: Value = serde_json::from_slice(&decoded_body(&zstd)).unwrap();
-    assert_eq!(
-        problem["type"],
-        "urn:proxyfn:problem:unsupported-content-encoding"
-    );
-    assert!(!problem["request_id"].as_str().unwrap().is_empty());
-}
-
-#[tokio::test]
 async fn in_lambda_a_compressed_response_is_sent_base64_with_its_encoding() {
     let body = "{\"items\":[".to_owned() + &"\"some text\",".repeat(200) + "\"end\"]}";
     let sent = body.clone();
@@ -1266,114 +1138,6 @@ async fn in_lambda_a_compressed_response_is_sent_base64_with_its_encoding() {
         crate::compression::gunzip(&decoded_body(&response)),
         body.as_bytes()
     );
-}
-
-#[tokio::test]
-async fn in_lambda_responses_are_transformed_the_same() {
-    let upstream = Upstream::recording(|_| {
-        axum::response::Response::builder()
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(
-                r#"{"id":1,"name":"Ada","password_hash":"x"}"#,
-            ))
-            .unwrap()
-    })
-    .await;
-    let function = Function::start(&config_with_upstream(
-        &upstream.url(),
-        "[[routes]]\npath = \"/me\"\nupstream = \"backend\"\n\
-         transform.response.deny = [\"/password_hash\"]\n\
-         transform.response.headers.add = { \"x-served-by\" = \"proxyfn\" }\n",
-    ))
-    .await;
-    let response = function
-        .api
-        .respond(function_url_event("GET", "/me", "", json!({}), &[], None))
-        .await;
-    assert_eq!(response["statusCode"], 200, "{response}");
-    assert_eq!(
-        header_values(&response["headers"], "x-served-by"),
-        ["proxyfn"]
-    );
-    let body: Value = serde_json::from_slice(&decoded_body(&response)).unwrap();
-    assert_eq!(body, json!({ "id": 1, "name": "Ada" }));
-}
-
-#[tokio::test]
-async fn in_lambda_an_aggregate_merges_its_backends_and_reports_the_missing_one() {
-    let profile = Upstream::recording(|captured| {
-        axum::response::Response::builder()
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(format!(
-                "{{\"path\":{:?}}}",
-                captured.target
-            )))
-            .unwrap()
-    })
-    .await;
-    let failing = Upstream::recording(|_| {
-        axum::response::Response::builder()
-            .status(503)
-            .body(axum::body::Body::empty())
-            .unwrap()
-    })
-    .await;
-    let function = Function::start(&format!(
-        "[upstreams.profile]\nurl = \"{}\"\n[upstreams.failing]\nurl = \"{}\"\n\
-         [[routes]]\npath = \"/dash/{{id}}\"\naggregate = [\n\
-           {{ upstream = \"profile\", path = \"/users/{{id}}\", key = \"user\", required = true }},\n\
-           {{ upstream = \"failing\", path = \"/x\", key = \"extra\" }},\n]\n",
-        profile.url(),
-        failing.url()
-    ))
-    .await;
-    let response = function
-        .api
-        .respond(rest_event("GET", "/dash/9", "prod", json!({}), &[], None))
-        .await;
-    assert_eq!(response["statusCode"], 200, "{response}");
-    assert_eq!(
-        header_values(&response["multiValueHeaders"], "x-proxyfn-completed"),
-        ["false"]
-    );
-    let body: Value = serde_json::from_slice(&decoded_body(&response)).unwrap();
-    assert_eq!(body["user"], json!({ "path": "/users/9" }));
-    assert_eq!(
-        body["_errors"],
-        json!([{ "backend": "extra", "detail": "answered 503" }])
-    );
-}
-
-#[tokio::test]
-async fn in_lambda_a_failing_required_backend_is_a_502_problem_with_the_request_id() {
-    let failing = Upstream::recording(|_| {
-        axum::response::Response::builder()
-            .status(500)
-            .body(axum::body::Body::empty())
-            .unwrap()
-    })
-    .await;
-    let function = Function::start(&format!(
-        "[upstreams.failing]\nurl = \"{}\"\n\
-         [[routes]]\npath = \"/dash\"\naggregate = [{{ upstream = \"failing\", path = \"/x\", key = \"x\", required = true }}]\n",
-        failing.url()
-    ))
-    .await;
-    let response = function
-        .api
-        .respond(function_url_event(
-            "GET",
-            "/dash",
-            "",
-            json!({ "x-request-id": "agg-lambda" }),
-            &[],
-            None,
-        ))
-        .await;
-    assert_eq!(response["statusCode"], 502, "{response}");
-    let problem: Value = serde_json::from_slice(&decoded_body(&response)).unwrap();
-    assert_eq!(problem["type"], "urn:proxyfn:problem:aggregation-failed");
-    assert_eq!(problem["request_id"], "agg-lambda");
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! Integration tests: the real gateway against real upstream servers, the real binary for the
 //! command line and for Lambda (driven through a local Lambda Runtime API).
 
+mod app;
 mod helpers;
+mod lambda_event;
 mod redis_server;
 mod runtime_api;
 mod signer;

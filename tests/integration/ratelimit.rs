@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use crate::{helpers::*, redis_server::RedisServer};
+use crate::{
+    app::{BOTH, Call, TestApp},
+    helpers::*,
+    redis_server::RedisServer,
+};
 
 /// A gateway config: the `backend` upstream at `url`, `policies` TOML, and one route
 /// `/limited/{*rest}` with `rate_limit = route_limits` (and `route_extra` TOML).
@@ -674,4 +678,70 @@ async fn a_redis_cluster_shares_limits_with_policies_in_different_slots() {
         200,
         "b has one left, total reset"
     );
+}
+
+#[tokio::test]
+async fn refusals_are_problems_with_the_request_id_in_both_runtimes() {
+    for runtime in BOTH {
+        let upstream = Upstream::echo().await;
+        let limited = TestApp::new()
+            .with_upstream("backend", &upstream)
+            .config("[rate_limits.one]\nkey = \"global\"\nlimit = 1\nper = \"1h\"")
+            .route("/one", "upstream = \"backend\"\nrate_limit = \"one\"");
+        let call = |id: &str| Call::get("/one").header("x-request-id", id);
+
+        let gateway = limited.start(runtime).await;
+        assert_eq!(gateway.send(call("l-1")).await.status, 200, "{runtime:?}");
+        let refused = gateway.send(call("l-2")).await;
+        let problem = refused.problem(429, "rate-limited");
+        assert_problem_body(&problem, 429, "rate-limited", "l-2");
+
+        // Redis unreachable with on_store_error = "deny": 503, not a runtime error.
+        let down = limited
+            .clone()
+            .config(&format!(
+                "[rate_limit]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}\"\non_store_error = \"deny\"",
+                closed_port().await
+            ))
+            .start(runtime)
+            .await;
+        let unavailable = down.send(call("l-3")).await;
+        assert_eq!(unavailable.header("retry-after"), ["1"], "{runtime:?}");
+        let problem = unavailable.problem(503, "rate-limit-unavailable");
+        assert_problem_body(&problem, 503, "rate-limit-unavailable", "l-3");
+        assert_eq!(upstream.requests().len(), 1, "{runtime:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_limit_kept_in_redis_refuses_the_same_in_both_runtimes() {
+    let redis = RedisServer::start().await;
+    for runtime in BOTH {
+        let upstream = Upstream::echo().await;
+        // A policy name of its own per runtime: the two runs share one Redis.
+        let policy = format!("per_ip_{runtime:?}").to_lowercase();
+        let gateway = TestApp::new()
+            .with_upstream("backend", &upstream)
+            .with_redis(&redis)
+            .config(&format!(
+                "[rate_limits.{policy}]\nkey = \"ip\"\nlimit = 2\nper = \"1h\""
+            ))
+            .route(
+                "/{*rest}",
+                &format!("upstream = \"backend\"\nrate_limit = \"{policy}\""),
+            )
+            .start(runtime)
+            .await;
+        for _ in 0..2 {
+            let allowed = gateway.send(Call::get("/a").query("q", "1")).await;
+            assert_eq!(allowed.status, 200, "{runtime:?}");
+            assert!(!allowed.header("ratelimit").is_empty(), "{runtime:?}");
+        }
+        gateway
+            .send(Call::get("/a").query("q", "1"))
+            .await
+            .problem(429, "rate-limited");
+        assert_eq!(upstream.requests().len(), 2, "{runtime:?}");
+        assert_eq!(upstream.last().target, "/a?q=1", "{runtime:?}");
+    }
 }

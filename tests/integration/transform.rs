@@ -4,7 +4,10 @@
 use axum::{body::Body, response::Response};
 use serde_json::{Value, json};
 
-use crate::helpers::*;
+use crate::{
+    app::{BOTH, Call, TestApp},
+    helpers::*,
+};
 
 fn user() -> Value {
     json!({
@@ -218,5 +221,38 @@ transform.request.headers.add = { "content-length" = "5" }
         "routes[0] (/a).transform.request.headers.add.content-length",
     ] {
         assert!(stderr.contains(key), "{key} in {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn responses_are_transformed_the_same_in_both_runtimes() {
+    for runtime in BOTH {
+        let upstream = Upstream::recording(|_| {
+            axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(
+                    r#"{"id":1,"name":"Ada","password_hash":"x"}"#,
+                ))
+                .unwrap()
+        })
+        .await;
+        let gateway = TestApp::new()
+            .with_upstream("backend", &upstream)
+            .route(
+                "/me",
+                "upstream = \"backend\"\n\
+                 transform.response.deny = [\"/password_hash\"]\n\
+                 transform.response.headers.add = { \"x-served-by\" = \"proxyfn\" }",
+            )
+            .start(runtime)
+            .await;
+        let response = gateway.send(Call::get("/me")).await;
+        assert_eq!(response.status, 200, "{runtime:?}");
+        assert_eq!(response.header("x-served-by"), ["proxyfn"], "{runtime:?}");
+        assert_eq!(
+            response.json(),
+            json!({ "id": 1, "name": "Ada" }),
+            "{runtime:?}"
+        );
     }
 }

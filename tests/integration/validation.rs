@@ -3,7 +3,10 @@
 
 use serde_json::json;
 
-use crate::helpers::*;
+use crate::{
+    app::{BOTH, Call, TestApp},
+    helpers::*,
+};
 
 const ORDER_SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -180,4 +183,41 @@ fn an_unreadable_or_invalid_schema_fails_the_config_check() {
         "{stderr}"
     );
     assert!(stderr.contains("not a usable JSON Schema"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_body_breaking_the_request_schema_is_a_400_problem_in_both_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("thing.json");
+    std::fs::write(&schema, r#"{"type":"object","required":["name"]}"#).unwrap();
+    for runtime in BOTH {
+        let upstream = Upstream::echo().await;
+        let gateway = TestApp::new()
+            .with_upstream("backend", &upstream)
+            .route(
+                "/things",
+                &format!(
+                    "upstream = \"backend\"\nrequest_schema = {:?}",
+                    schema.display().to_string()
+                ),
+            )
+            .start(runtime)
+            .await;
+        let json_post =
+            |body: &str| Call::post("/things", body).header("content-type", "application/json");
+
+        let refused = gateway.send(json_post("{}")).await;
+        let problem = refused.problem(400, "validation-failed");
+        assert_eq!(problem["errors"][0]["pointer"], "#", "{runtime:?}");
+        assert!(upstream.requests().is_empty(), "{runtime:?}");
+
+        let accepted = gateway.send(json_post("{\"name\":\"x\"}")).await;
+        assert_eq!(accepted.status, 200, "{runtime:?}");
+        assert_eq!(upstream.last().body, "{\"name\":\"x\"}".as_bytes());
+
+        let zstd = gateway
+            .send(json_post("{}").header("content-encoding", "zstd"))
+            .await;
+        zstd.problem(415, "unsupported-content-encoding");
+    }
 }
