@@ -3,6 +3,8 @@
 //! [`build`] turns a [`Config`] into the one [`axum::Router`] both runtimes serve. It reads
 //! like the path a request takes through the gateway:
 //!
+//! 0. the request's [`context::RequestContext`], made by the runtime where the request
+//!    entered (or here, for a router used without a runtime);
 //! 1. response compression, negotiated with `Accept-Encoding`;
 //! 2. request id: set or propagate `X-Request-Id`; render problem bodies with it; then W3C
 //!    trace context (continue or start the trace) and the access log (one event per request);

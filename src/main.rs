@@ -182,7 +182,7 @@ fn main() -> ExitCode {
             }
             Err(error) => config_failure(&error.locate(&source), false),
         },
-        Command::Serve => serve(&config, &source, started),
+        Command::Serve => run_gateway(&config, &source, started),
         Command::Config => match config.to_masked_toml() {
             Ok(text) => {
                 println!("# The effective configuration of {source}, every default written out.");
@@ -429,7 +429,11 @@ fn admin(work: impl std::future::Future<Output = Result<String, AdminError>>) ->
 }
 
 /// Runs the gateway in the runtime the environment selects until it stops.
-fn serve(config: &config::Config, source: &config::ConfigSource, started: Instant) -> ExitCode {
+fn run_gateway(
+    config: &config::Config,
+    source: &config::ConfigSource,
+    started: Instant,
+) -> ExitCode {
     match runtime::run(config, source, runtime::selected(), started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(runtime::Stopped::ConfigInvalid(error)) => config_failure(&error, false),

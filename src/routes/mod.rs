@@ -40,10 +40,6 @@ use crate::{
     upstream::Upstream,
 };
 
-/// The template of the route that matched, as a request extension (for logs and metrics).
-#[derive(Clone, Debug)]
-pub struct MatchedRoute(pub Arc<str>);
-
 /// Builds the router of built-in endpoints and configured routes.
 pub fn router(
     plan: &Plan,
@@ -94,7 +90,8 @@ struct PathRoutes {
 }
 
 struct Route {
-    template: MatchedRoute,
+    /// The path template clients use; the route's name in logs.
+    template: Arc<str>,
     /// The route's identity in the access log and its metric handles.
     metrics: Arc<RouteMetrics>,
     version: Option<Arc<str>>,
@@ -328,7 +325,7 @@ impl Route {
                 RouteCache::new(cache, settings, template.clone(), metrics.clone())
             }),
             metrics,
-            template: MatchedRoute(template),
+            template,
             version: route.version.as_deref().map(Arc::from),
             deprecation: route.deprecation.clone(),
             methods: route.methods.clone(),
@@ -369,13 +366,12 @@ async fn dispatch(State(table): State<Arc<RouteTable>>, request: Request) -> Res
 
 /// The matched route's phases: [`admit`] (rate limits around auth), [`handle`] (the route's
 /// own work) and [`respond`] (what every answer of the route carries, refusals included).
-async fn serve(table: &RouteTable, matched: Matched<'_>, mut request: Request) -> Response {
+async fn serve(table: &RouteTable, matched: Matched<'_>, request: Request) -> Response {
     let Matched {
         route,
         call,
         version_in_path,
     } = matched;
-    request.extensions_mut().insert(route.template.clone());
     if let Some(notes) = Notes::of(request.extensions()) {
         notes.route(&route.metrics);
     }
@@ -467,7 +463,7 @@ async fn handle(route: &Route, request: Request, call: Call<'_>) -> Response {
     };
     let method = request.method().clone();
     let injected = match &route.fault {
-        Some(fault) => fault.inject(&route.template.0).await,
+        Some(fault) => fault.inject(&route.template).await,
         None => None,
     };
     let response = match injected {
