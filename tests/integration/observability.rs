@@ -475,6 +475,8 @@ async fn buffered_log_lines_are_all_written_at_graceful_shutdown() {
 #[cfg(feature = "otlp")]
 #[tokio::test]
 async fn request_spans_are_exported_over_otlp_and_link_caller_and_upstream() {
+    use std::sync::{Arc, Mutex};
+
     use axum::routing::post;
 
     /// (content type, body) of each export request.
