@@ -100,6 +100,24 @@ pub enum Error {
     InvalidJson(String),
     #[error("request body does not match the route's schema ({} errors)", .0.len())]
     ValidationFailed(Vec<FieldError>),
+    #[error("the request has no value for {placeholder}")]
+    MissingValue { placeholder: String },
+    #[error("request body not acceptable: {0}")]
+    InvalidBody(&'static str),
+    #[error("no such {what}")]
+    NotFound { what: &'static str },
+    #[error("a precondition of the request failed")]
+    PreconditionFailed,
+    #[error("the requested range is not satisfiable")]
+    RangeNotSatisfiable,
+    #[error("AWS {service} throttled the call, after retries")]
+    AwsThrottled { service: &'static str },
+    #[error("AWS {service} refused the call as a conflict")]
+    AwsConflict { service: &'static str },
+    #[error("AWS {service} failed the call")]
+    AwsFailed { service: &'static str },
+    #[error("AWS {service} did not answer in time")]
+    AwsTimeout { service: &'static str },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -156,6 +174,9 @@ impl Error {
                 | Error::CircuitOpen { .. }
                 | Error::NoHealthyTarget { .. }
                 | Error::DeadlineExceeded
+                | Error::AwsThrottled { .. }
+                | Error::AwsFailed { .. }
+                | Error::AwsTimeout { .. }
         )
     }
 
@@ -238,6 +259,20 @@ impl Error {
             Error::AggregationFailed(_) => (urn!("aggregation-failed"), StatusCode::BAD_GATEWAY),
             Error::InvalidJson(_) => (urn!("invalid-json"), StatusCode::BAD_REQUEST),
             Error::ValidationFailed(_) => (urn!("validation-failed"), StatusCode::BAD_REQUEST),
+            Error::MissingValue { .. } => (urn!("missing-value"), StatusCode::BAD_REQUEST),
+            Error::InvalidBody(_) => (urn!("invalid-body"), StatusCode::BAD_REQUEST),
+            Error::NotFound { .. } => (urn!("not-found"), StatusCode::NOT_FOUND),
+            Error::PreconditionFailed => {
+                (urn!("precondition-failed"), StatusCode::PRECONDITION_FAILED)
+            }
+            Error::RangeNotSatisfiable => (
+                urn!("range-not-satisfiable"),
+                StatusCode::RANGE_NOT_SATISFIABLE,
+            ),
+            Error::AwsThrottled { .. } => (urn!("aws-throttled"), StatusCode::SERVICE_UNAVAILABLE),
+            Error::AwsConflict { .. } => (urn!("aws-conflict"), StatusCode::CONFLICT),
+            Error::AwsFailed { .. } => (urn!("aws-failed"), StatusCode::BAD_GATEWAY),
+            Error::AwsTimeout { .. } => (urn!("aws-timeout"), StatusCode::GATEWAY_TIMEOUT),
             Error::Internal(_) => (urn!("internal"), StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -316,6 +351,29 @@ impl Error {
                     "The request body does not match the route's schema: {} error(s), listed in `errors`.",
                     errors.len()
                 ),
+            Error::MissingValue { placeholder } => {
+                format!("The request lacks {placeholder}, which this route needs.")
+            }
+            Error::InvalidBody(why) => format!("The request body is not acceptable: {why}."),
+            Error::NotFound { what } => format!("There is no such {what}."),
+            Error::PreconditionFailed => {
+                "A precondition of the request (If-Match) does not hold.".to_owned()
+            }
+            Error::RangeNotSatisfiable => {
+                "The requested range lies outside the object.".to_owned()
+            }
+            Error::AwsThrottled { service } => format!(
+                "The AWS service '{service}' is throttling calls; retry shortly."
+            ),
+            Error::AwsConflict { service } => format!(
+                "The request conflicts with the current state of the resource in AWS '{service}'."
+            ),
+            Error::AwsFailed { service } => {
+                format!("The AWS service '{service}' failed to handle the request.")
+            }
+            Error::AwsTimeout { service } => {
+                format!("The AWS service '{service}' did not answer in time.")
+            }
             Error::Internal(_) => "The gateway failed to handle the request.".to_owned(),
         }
     }
@@ -436,6 +494,11 @@ impl IntoResponse for Error {
                     header::ACCEPT_ENCODING,
                     HeaderValue::from_static("gzip, br"),
                 );
+            }
+            Error::AwsThrottled { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // RFC 9110 §10.2.3: tell clients when trying again makes sense.
             Error::CircuitOpen { retry_after, .. } => {

@@ -34,6 +34,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod aws;
 pub mod body;
 pub mod cache;
 pub mod compression;
@@ -49,6 +50,7 @@ mod redis_conn;
 pub mod routes;
 pub mod runtime;
 pub mod stall;
+pub mod template;
 pub mod transform;
 pub mod trust;
 pub mod upstream;
@@ -114,8 +116,17 @@ impl App {
             &plan.server.trusted_headers,
         );
         let entry = Entry::new(&plan.server);
+        let routes: Vec<_> = plan.routes.iter().collect();
+        let aws = aws::Aws::new(&plan.aws, &routes).await?;
         let router = wrap(
-            routes::router(&plan, &upstreams, &providers, &limiter, &cache),
+            routes::router(
+                &plan,
+                &upstreams,
+                &providers,
+                &limiter,
+                &cache,
+                aws.as_ref(),
+            )?,
             &plan,
             &entry,
             trust,

@@ -49,11 +49,13 @@ enum Command {
     },
     /// Print the OpenAPI document of the configuration
     Openapi,
+    /// Print the IAM policy (JSON) the configured AWS routes need, and nothing more
+    Iam,
     /// Print the JSON Schema of the configuration file
     Schema,
     /// Write a starting configuration (and its JSON Schema, for editors)
     Init {
-        /// minimal, jwt, shared-redis or lambda
+        /// minimal, jwt, shared-redis, lambda or aws
         #[arg(long, default_value = "minimal")]
         template: String,
         /// Where to write it; `-` prints it instead
@@ -177,6 +179,20 @@ fn main() -> ExitCode {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&document).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => config_failure(&error.locate(&source), false),
+        },
+        Command::Iam => match Plan::validate(&config, config::Secrets::MayBeMissing) {
+            Ok(plan) => {
+                if !plan.routes.iter().any(|route| route.aws().is_some()) {
+                    eprintln!("proxyfn: no route calls an AWS service; the policy grants nothing");
+                }
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&proxyfn::aws::iam::policy(&plan))
+                        .unwrap_or_default()
                 );
                 ExitCode::SUCCESS
             }

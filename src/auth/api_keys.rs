@@ -75,6 +75,7 @@ impl ApiKeyProvider {
             scopes,
             inject,
             strip: None,
+            claims: None,
         }
     }
 

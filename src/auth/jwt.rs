@@ -114,6 +114,7 @@ impl JwtProvider {
             scopes: scopes(&claims),
             inject,
             strip,
+            claims: Some(claims),
         })
     }
 

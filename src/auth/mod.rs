@@ -36,6 +36,9 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// Identity headers for the upstream (`forward_claims`, `forward_identity`).
     pub forward: Vec<(HeaderName, HeaderValue)>,
+    /// The verified token's claims, which `{claims.NAME}` templates read (AWS routes); an
+    /// API key's are made of its id (`sub`) and scopes (`scope`) when a template asks.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// Why credentials were refused: the class a client may see, never the credential.
@@ -112,6 +115,8 @@ pub struct Authenticated {
     pub inject: Vec<(HeaderName, HeaderValue)>,
     /// A credential header to remove before forwarding (`forward_token = false`).
     pub strip: Option<HeaderName>,
+    /// The verified token's claims (JWT only).
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// All configured providers, built once.
@@ -287,6 +292,7 @@ impl RoutePolicy {
             id: authenticated.id,
             scopes: authenticated.scopes,
             forward: authenticated.inject,
+            claims: authenticated.claims,
         });
         Ok(())
     }

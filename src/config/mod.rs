@@ -42,6 +42,7 @@ pub struct Config {
     pub versioning: crate::routes::version::config::VersioningConfig,
     pub cache: crate::cache::config::CacheConfig,
     pub lambda: crate::runtime::config::LambdaConfig,
+    pub aws: crate::aws::config::AwsConfig,
     /// The directory relative paths in the file (`request_schema`) start from: the config
     /// file's own, or the working directory.
     #[serde(skip)]

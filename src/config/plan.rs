@@ -44,6 +44,7 @@ pub struct Plan {
     /// `None`: no CORS headers (same-origin browser calls only).
     pub cors: Option<CorsLayer>,
     pub lambda: LambdaSettings,
+    pub aws: crate::aws::config::AwsSettings,
     /// What validation noted without refusing (secrets missing while linting).
     pub notes: Vec<ConfigProblem>,
 }
@@ -82,6 +83,7 @@ impl Plan {
         let cors = crate::cors::config::settings(config.cors.as_ref(), &mut problems)
             .map(|settings| CorsLayer::new(&settings));
         let lambda = crate::runtime::config::lambda_settings(&config.lambda, &mut problems);
+        let aws = crate::aws::config::settings(&config.aws, &mut problems);
         let builtins = Builtins {
             metrics: config.metrics.enabled,
             docs: config.docs.enabled,
@@ -120,6 +122,7 @@ impl Plan {
                 cache,
                 cors,
                 lambda,
+                aws,
                 notes,
             }),
             _ => {

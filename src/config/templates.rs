@@ -29,6 +29,11 @@ pub const TEMPLATES: &[Template] = &[
         about: "the function behind an API Gateway REST API with a stage",
         text: include_str!("templates/lambda.toml"),
     },
+    Template {
+        name: "aws",
+        about: "routes that call SQS, DynamoDB, S3 and EventBridge directly, with retries and a fallback",
+        text: include_str!("templates/aws.toml"),
+    },
 ];
 
 /// The template called `name`.

@@ -237,6 +237,7 @@ fn operation(
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        RouteAction::Aws(aws) => aws_description(aws, method),
     };
     let mut op = OperationBuilder::new()
         .operation_id(Some(format!(
@@ -300,12 +301,17 @@ fn operation(
         }
         RouteAction::Aggregate { .. } => refusals.push(("502", "BadGateway")),
         RouteAction::Mock(_) => {}
+        RouteAction::Aws(_) => {
+            refusals.push(("502", "BadGateway"));
+            refusals.push(("503", "ServiceUnavailable"));
+        }
     }
     refusals.push(("504", "GatewayTimeout"));
     let mut default = ResponseBuilder::new().description(match route.action {
         RouteAction::Proxy { .. } => "The upstream's response.",
         RouteAction::Mock(_) => "The configured response.",
         RouteAction::Aggregate { .. } => "The merged JSON of the backends.",
+        RouteAction::Aws(_) => "The AWS service's answer, as JSON (or the object, for S3 reads).",
     });
     if !route.rate_limits.is_empty() {
         default = rate_limit_headers(default);
@@ -451,6 +457,62 @@ fn path_and_parameters(path: &str) -> (String, Vec<String>) {
         )
         .collect();
     (segments.join("/"), parameters)
+}
+
+/// What an AWS route does, for its operation's description.
+fn aws_description(action: &crate::aws::config::AwsAction, method: &Method) -> String {
+    use crate::aws::config::{AwsAction, DynamoOperation};
+    match action {
+        AwsAction::Sqs(sqs) => format!(
+            "Sends the body to SQS queue `{}`: 202 with `message_id`.",
+            sqs.queue_url
+        ),
+        AwsAction::Sns(sns) => format!(
+            "Publishes the body to SNS topic `{}`: 202 with `message_id`.",
+            sns.topic_arn
+        ),
+        AwsAction::S3(s3) => match *method {
+            Method::PUT => format!(
+                "Stores the body as an object of S3 bucket `{}`: 201 with its ETag.",
+                s3.bucket
+            ),
+            Method::DELETE => format!("Deletes an object of S3 bucket `{}`: 204.", s3.bucket),
+            _ => format!(
+                "Reads an object of S3 bucket `{}` (`Range` gives 206); 404 when missing.",
+                s3.bucket
+            ),
+        },
+        AwsAction::DynamoDb(dynamodb) => match dynamodb.operation_for(method) {
+            DynamoOperation::Get => format!(
+                "Reads an item of DynamoDB table `{}` as JSON; 404 when missing.",
+                dynamodb.table
+            ),
+            DynamoOperation::Put => format!(
+                "Writes the JSON body as an item of DynamoDB table `{}`: 201.",
+                dynamodb.table
+            ),
+            DynamoOperation::Delete => format!(
+                "Deletes an item of DynamoDB table `{}`: 204.",
+                dynamodb.table
+            ),
+            DynamoOperation::Query => format!(
+                "Queries DynamoDB table `{}` on its partition key: `items`, and a `cursor` for `?cursor=` when there are more.",
+                dynamodb.table
+            ),
+        },
+        AwsAction::Kinesis(kinesis) => format!(
+            "Puts the body on Kinesis stream `{}`: 202 with `sequence_number` and `shard_id`.",
+            kinesis.stream
+        ),
+        AwsAction::EventBridge(events) => format!(
+            "Puts an event with the JSON body as its detail on EventBridge bus `{}`: 202 with `event_id`.",
+            events.event_bus
+        ),
+        AwsAction::StepFunctions(sfn) => format!(
+            "Starts an execution of state machine `{}` with the JSON body as input: 202 with `execution_arn`.",
+            sfn.state_machine_arn
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{builtin::Builtins, fault::Fault, mock::MockRoute, version::config::DeprecatedConfig};
 use crate::{
     auth::config::ProviderRef,
+    aws::config as aws,
     cache::config::{RouteCacheConfig, RouteCacheSettings},
     config::{HumanDuration, Problems, parse_method},
     ratelimit::config::RateLimitPolicyConfig,
@@ -85,6 +86,20 @@ pub fn routes(routes: &[RouteConfig], names: &Names<'_>, problems: &mut Problems
         .enumerate()
         .map(|(index, route)| plan(index, route, names, problems))
         .collect();
+    let mut ignored = Problems::default();
+    let methods: Vec<Option<Vec<Method>>> = routes
+        .iter()
+        .zip(&plans)
+        .map(|(route, plan)| match plan {
+            Some(plan) => plan.methods.clone(),
+            None => route.methods.as_ref().map(|methods| {
+                methods
+                    .iter()
+                    .filter_map(|m| parse_method("", m, &mut ignored))
+                    .collect()
+            }),
+        })
+        .collect();
     let mut by_path: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (index, route) in routes.iter().enumerate() {
         if check_path_template(&route.path).is_ok() {
@@ -112,7 +127,7 @@ pub fn routes(routes: &[RouteConfig], names: &Names<'_>, problems: &mut Problems
                 problems.add(format!("routes[{}].path", indices[0]), message);
             }
         }
-        check_methods(path, indices, routes, problems);
+        check_methods(path, indices, routes, &methods, problems);
     }
     match plans.into_iter().collect::<Option<Vec<RoutePlan>>>() {
         Some(list) => Routes {
@@ -126,25 +141,21 @@ pub fn routes(routes: &[RouteConfig], names: &Names<'_>, problems: &mut Problems
 }
 
 /// Two routes of one path may not serve the same method of the same version.
-fn check_methods(path: &str, indices: &[usize], routes: &[RouteConfig], problems: &mut Problems) {
-    let mut ignored = Problems::default();
-    let methods: Vec<Option<Vec<Method>>> = indices
-        .iter()
-        .map(|&index| {
-            routes[index].methods.as_ref().map(|methods| {
-                methods
-                    .iter()
-                    .filter_map(|m| parse_method("", m, &mut ignored))
-                    .collect()
-            })
-        })
-        .collect();
+/// `methods` are each route's (by config index): as validated, or as written when the route
+/// is wrong in some other way.
+fn check_methods(
+    path: &str,
+    indices: &[usize],
+    routes: &[RouteConfig],
+    methods: &[Option<Vec<Method>>],
+    problems: &mut Problems,
+) {
     for (a, &index_a) in indices.iter().enumerate() {
-        for (b, &index_b) in indices.iter().enumerate().skip(a + 1) {
+        for &index_b in indices.iter().skip(a + 1) {
             if routes[index_a].version != routes[index_b].version {
                 continue;
             }
-            let overlap = match (&methods[a], &methods[b]) {
+            let overlap = match (&methods[index_a], &methods[index_b]) {
                 (None, _) | (_, None) => true,
                 (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
             };
@@ -199,6 +210,34 @@ pub struct RouteConfig {
     pub version: Option<String>,
     /// `Deprecation`/`Sunset`/`Link` headers on every response, and `deprecated` in OpenAPI.
     pub deprecated: Option<DeprecatedConfig>,
+    /// Send the body to an SQS queue.
+    pub sqs: Option<aws::SqsConfig>,
+    /// Publish the body to an SNS topic.
+    pub sns: Option<aws::SnsConfig>,
+    /// Read, write and delete one S3 object.
+    pub s3: Option<aws::S3Config>,
+    /// Read, write, delete or query DynamoDB items.
+    pub dynamodb: Option<aws::DynamoDbConfig>,
+    /// Put the body on a Kinesis stream.
+    pub kinesis: Option<aws::KinesisConfig>,
+    /// Put an event with the JSON body as its detail on an EventBridge bus.
+    pub eventbridge: Option<aws::EventBridgeConfig>,
+    /// Start a Step Functions execution with the JSON body as its input.
+    pub step_functions: Option<aws::StepFunctionsConfig>,
+}
+
+impl RouteConfig {
+    fn aws_keys(&self) -> aws::AwsRouteKeys<'_> {
+        aws::AwsRouteKeys {
+            sqs: self.sqs.as_ref(),
+            sns: self.sns.as_ref(),
+            s3: self.s3.as_ref(),
+            dynamodb: self.dynamodb.as_ref(),
+            kinesis: self.kinesis.as_ref(),
+            eventbridge: self.eventbridge.as_ref(),
+            step_functions: self.step_functions.as_ref(),
+        }
+    }
 }
 
 /// One backend of an `aggregate` route.
@@ -230,6 +269,13 @@ pub struct FaultConfig {
     pub abort_status: Option<u16>,
     #[serde(default)]
     pub abort_percent: f64,
+    /// AWS routes: an error answer with this AWS code (`ThrottlingException`) per attempt.
+    pub aws_error: Option<String>,
+    #[serde(default)]
+    pub aws_error_percent: f64,
+    /// AWS routes: the connection fails, per attempt.
+    #[serde(default)]
+    pub reset_percent: f64,
 }
 
 /// A fixed response served by the gateway.
@@ -273,7 +319,11 @@ pub struct RoutePlan {
     pub methods: Option<Vec<Method>>,
     pub action: RouteAction,
     pub fallback: Option<MockRoute>,
+    /// The gateway's own fault injection, before the action; on AWS routes it is in
+    /// [`RoutePlan::aws_fault`] instead.
     pub fault: Option<Fault>,
+    /// An AWS route's fault, injected into each attempt below the SDK's retries.
+    pub aws_fault: Option<aws::AwsFault>,
     /// Empty: a public route.
     pub auth: Vec<ProviderRef>,
     pub scopes: Vec<String>,
@@ -295,6 +345,7 @@ pub enum RouteAction {
         target: TargetPath,
     },
     Mock(MockRoute),
+    Aws(aws::AwsAction),
     Aggregate {
         backends: Vec<AggregateBackend>,
         /// List the backends left out in an `_errors` member.
@@ -336,6 +387,14 @@ pub enum TemplatePart {
 }
 
 impl RoutePlan {
+    /// The AWS call of an AWS route.
+    pub fn aws(&self) -> Option<&aws::AwsAction> {
+        match &self.action {
+            RouteAction::Aws(action) => Some(action),
+            _ => None,
+        }
+    }
+
     /// The path template clients use: a versioned route's is under its version prefix
     /// (`/v2/things/{*rest}`), the form that needs no version header.
     pub fn public_path(&self) -> String {
@@ -380,41 +439,61 @@ fn plan(
             .collect::<Vec<_>>()
     });
 
-    let action = match (&route.upstream, &route.response, &route.aggregate) {
-        (None, None, Some(backends)) => {
-            path_keys_need_an_upstream(&key, route, problems);
-            aggregate_backends(&key, backends, &params, names, problems).map(|backends| {
-                RouteAction::Aggregate {
-                    backends,
-                    report_errors: route.aggregate_errors.unwrap_or(true),
-                }
-            })
-        }
-        (None, None, None) => {
-            problems.add(
-                &key,
-                "set `upstream` (proxy), `response` (mock) or `aggregate`",
-            );
-            None
-        }
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-            problems.add(
-                &key,
-                "set only one of `upstream`, `response` and `aggregate`",
-            );
-            None
-        }
-        (None, Some(response), None) => {
-            path_keys_need_an_upstream(&key, route, problems);
-            mock_response(&format!("{key}.response"), response, problems).map(RouteAction::Mock)
-        }
-        (Some(upstream), None, None) => {
-            check_upstream(&format!("{key}.upstream"), upstream, names, problems);
-            target_path(&key, route, &params, problems).map(|target| RouteAction::Proxy {
-                upstream: upstream.clone(),
-                target,
-            })
-        }
+    let aws_keys = route.aws_keys();
+    let mut actions: Vec<&str> = [
+        ("upstream", route.upstream.is_some()),
+        ("response", route.response.is_some()),
+        ("aggregate", route.aggregate.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    actions.extend(aws_keys.set());
+    let action = if actions.len() > 1 {
+        problems.add(
+            &key,
+            format!(
+                "set only one action; this route sets {}",
+                actions
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        None
+    } else if let Some(backends) = &route.aggregate {
+        path_keys_need_an_upstream(&key, route, problems);
+        aggregate_backends(&key, backends, &params, names, problems).map(|backends| {
+            RouteAction::Aggregate {
+                backends,
+                report_errors: route.aggregate_errors.unwrap_or(true),
+            }
+        })
+    } else if let Some(response) = &route.response {
+        path_keys_need_an_upstream(&key, route, problems);
+        mock_response(&format!("{key}.response"), response, problems).map(RouteAction::Mock)
+    } else if let Some(upstream) = &route.upstream {
+        check_upstream(&format!("{key}.upstream"), upstream, names, problems);
+        target_path(&key, route, &params, problems).map(|target| RouteAction::Proxy {
+            upstream: upstream.clone(),
+            target,
+        })
+    } else if !aws_keys.set().is_empty() {
+        path_keys_need_an_upstream(&key, route, problems);
+        aws::action(&key, aws_keys, &params, methods.as_deref(), problems).map(RouteAction::Aws)
+    } else {
+        problems.add(
+            &key,
+            "set an action: `upstream` (proxy), `response` (mock), `aggregate`, or an AWS \
+             service (`sqs`, `sns`, `s3`, `dynamodb`, `kinesis`, `eventbridge`, `step_functions`)",
+        );
+        None
+    };
+    // An AWS route serves its action's methods unless it lists its own.
+    let methods = match (&methods, &action) {
+        (None, Some(RouteAction::Aws(aws))) => Some(aws.methods()),
+        _ => methods,
     };
 
     if route.aggregate_errors.is_some() && route.aggregate.is_none() {
@@ -423,11 +502,12 @@ fn plan(
             "only applies to routes with `aggregate`",
         );
     }
+    let is_aws = !aws_keys.set().is_empty();
     let fallback = route.fallback.as_ref().and_then(|fallback| {
-        if route.upstream.is_none() {
+        if route.upstream.is_none() && !is_aws {
             problems.add(
                 format!("{key}.fallback"),
-                "only applies to routes with an `upstream`",
+                "only applies to routes with an `upstream` or an AWS service",
             );
         }
         mock_response(&format!("{key}.fallback"), fallback, problems)
@@ -435,7 +515,12 @@ fn plan(
     let fault = route
         .fault
         .as_ref()
-        .map(|config| fault(&format!("{key}.fault"), config, problems));
+        .map(|config| fault(&format!("{key}.fault"), config, is_aws, problems));
+    // On an AWS route the fault is injected into each attempt, below the SDK's retries.
+    let (fault, aws_fault) = match fault {
+        Some(fault) if is_aws => (None, Some(fault.into_aws())),
+        fault => (fault.map(|f| f.gateway), None),
+    };
     let auth = route_auth(&key, route, names, problems);
     let rate_limits = crate::ratelimit::config::route_policies(
         &key,
@@ -486,6 +571,7 @@ fn plan(
         action: action?,
         fallback,
         fault,
+        aws_fault,
         auth,
         scopes: route.scopes.clone(),
         rate_limits,
@@ -641,10 +727,33 @@ fn route_auth(
         .collect()
 }
 
-fn fault(key: &str, fault: &FaultConfig, problems: &mut Problems) -> Fault {
+/// A validated `fault`: the gateway's own part, and on AWS routes the per-attempt part.
+struct FaultPlan {
+    gateway: Fault,
+    aws_error: Option<(String, f64)>,
+    reset: Option<f64>,
+}
+
+impl FaultPlan {
+    fn into_aws(self) -> aws::AwsFault {
+        aws::AwsFault {
+            delay: self.gateway.delay,
+            error: self.aws_error,
+            status: self
+                .gateway
+                .abort
+                .map(|(status, probability)| (status.as_u16(), probability)),
+            reset: self.reset,
+        }
+    }
+}
+
+fn fault(key: &str, fault: &FaultConfig, is_aws: bool, problems: &mut Problems) -> FaultPlan {
     for (field, value) in [
         ("delay_percent", fault.delay_percent),
         ("abort_percent", fault.abort_percent),
+        ("aws_error_percent", fault.aws_error_percent),
+        ("reset_percent", fault.reset_percent),
     ] {
         if !(0.0..=100.0).contains(&value) {
             problems.add(format!("{key}.{field}"), "a percentage from 0 to 100");
@@ -668,9 +777,46 @@ fn fault(key: &str, fault: &FaultConfig, problems: &mut Problems) -> Fault {
     if fault.abort_status.is_none() && fault.abort_percent > 0.0 {
         problems.add(format!("{key}.abort_status"), "required with abort_percent");
     }
-    Fault {
-        delay: fault.delay.map(|d| (d.0, fault.delay_percent / 100.0)),
-        abort: abort_status.map(|status| (status, fault.abort_percent / 100.0)),
+    if !is_aws {
+        for (field, set) in [
+            (
+                "aws_error",
+                fault.aws_error.is_some() || fault.aws_error_percent > 0.0,
+            ),
+            ("reset_percent", fault.reset_percent > 0.0),
+        ] {
+            if set {
+                problems.add(
+                    format!("{key}.{field}"),
+                    "only applies to routes that call an AWS service",
+                );
+            }
+        }
+    }
+    if let Some(code) = &fault.aws_error
+        && (code.is_empty() || !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
+    {
+        problems.add(
+            format!("{key}.aws_error"),
+            format!("not an AWS error code such as \"ThrottlingException\": {code:?}"),
+        );
+    }
+    if fault.aws_error.is_none() && fault.aws_error_percent > 0.0 {
+        problems.add(
+            format!("{key}.aws_error"),
+            "required with aws_error_percent",
+        );
+    }
+    FaultPlan {
+        gateway: Fault {
+            delay: fault.delay.map(|d| (d.0, fault.delay_percent / 100.0)),
+            abort: abort_status.map(|status| (status, fault.abort_percent / 100.0)),
+        },
+        aws_error: fault
+            .aws_error
+            .clone()
+            .map(|code| (code, fault.aws_error_percent / 100.0)),
+        reset: (fault.reset_percent > 0.0).then_some(fault.reset_percent / 100.0),
     }
 }
 

@@ -10,9 +10,11 @@ mod aggregate;
 pub mod builtin;
 pub mod config;
 mod fault;
-mod mock;
+pub mod mock;
 pub mod normalize;
 mod proxy;
+
+pub use proxy::X_PROXYFN_FALLBACK;
 pub mod schema;
 pub(crate) mod validate;
 pub mod version;
@@ -30,7 +32,9 @@ use config::{RouteAction, RoutePlan};
 
 use crate::{
     auth::{Providers, RoutePolicy},
+    aws::{Aws, AwsRoute},
     cache::{Lookup, ResponseCache, RouteCache},
+    config::ConfigError,
     config::Plan,
     context::RequestContext,
     error::Error,
@@ -47,8 +51,16 @@ pub fn router(
     providers: &Providers,
     limiter: &RateLimiter,
     cache: &ResponseCache,
-) -> Router {
-    let table = Arc::new(RouteTable::new(plan, upstreams, providers, limiter, cache));
+    aws: Option<&Aws>,
+) -> Result<Router, ConfigError> {
+    let services = Services {
+        upstreams,
+        providers,
+        limiter,
+        cache,
+        aws,
+    };
+    let table = Arc::new(RouteTable::new(plan, &services)?);
     // `/ready` reports the upstreams that routes depend on.
     let mut routed: Vec<Upstream> = Vec::new();
     for route in plan.routes.iter() {
@@ -57,7 +69,7 @@ pub fn router(
             RouteAction::Aggregate { backends, .. } => {
                 backends.iter().map(|b| b.upstream.as_str()).collect()
             }
-            RouteAction::Mock(_) => vec![],
+            RouteAction::Mock(_) | RouteAction::Aws(_) => vec![],
         };
         for name in names {
             if !routed.iter().any(|u| u.name() == name) {
@@ -65,9 +77,18 @@ pub fn router(
             }
         }
     }
-    builtin::router(plan, routed)
+    Ok(builtin::router(plan, routed)
         .fallback(dispatch)
-        .with_state(table)
+        .with_state(table))
+}
+
+/// What routes are built with: the clients and stores of the app.
+struct Services<'a> {
+    upstreams: &'a BTreeMap<String, Upstream>,
+    providers: &'a Providers,
+    limiter: &'a RateLimiter,
+    cache: &'a ResponseCache,
+    aws: Option<&'a Aws>,
 }
 
 struct RouteTable {
@@ -111,6 +132,7 @@ enum Action {
     Proxy(proxy::ProxyRoute),
     Mock(mock::MockRoute),
     Aggregate(aggregate::AggregateRoute),
+    Aws(Box<AwsRoute>),
 }
 
 /// A matched route's action with the upstream paths it calls, resolved while the matched
@@ -125,6 +147,11 @@ enum Call<'r> {
         targets: Vec<String>,
     },
     Mock(&'r mock::MockRoute),
+    Aws {
+        aws: &'r AwsRoute,
+        /// The path parameters, percent-decoded, for the call's templates.
+        params: Vec<(String, String)>,
+    },
 }
 
 impl Action {
@@ -139,6 +166,16 @@ impl Action {
                 targets: aggregate.targets(params),
             },
             Action::Mock(mock) => Call::Mock(mock),
+            Action::Aws(aws) => Call::Aws {
+                aws,
+                params: params
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+                        (name.to_owned(), value.into_owned())
+                    })
+                    .collect(),
+            },
         }
     }
 }
@@ -149,6 +186,7 @@ impl Call<'_> {
             Call::Proxy { proxy, target } => proxy.forward(request, &target).await,
             Call::Aggregate { aggregate, targets } => aggregate.respond(request, targets).await,
             Call::Mock(mock) => mock.response(),
+            Call::Aws { aws, params } => aws.respond(request, params).await,
         }
     }
 }
@@ -167,24 +205,18 @@ impl Route {
 }
 
 impl RouteTable {
-    fn new(
-        plan: &Plan,
-        upstreams: &BTreeMap<String, Upstream>,
-        providers: &Providers,
-        limiter: &RateLimiter,
-        cache: &ResponseCache,
-    ) -> Self {
+    fn new(plan: &Plan, services: &Services<'_>) -> Result<Self, ConfigError> {
         let paths = plan
             .routes
             .paths()
             .map(|routes| {
-                PathRoutes::new(
+                Ok(PathRoutes::new(
                     routes
-                        .map(|route| Route::new(route, plan, upstreams, providers, limiter, cache))
-                        .collect(),
-                )
+                        .map(|route| Route::new(route, plan, services))
+                        .collect::<Result<_, ConfigError>>()?,
+                ))
             })
-            .collect();
+            .collect::<Result<_, ConfigError>>()?;
         let mut versions: Vec<Arc<str>> = plan
             .routes
             .iter()
@@ -192,12 +224,12 @@ impl RouteTable {
             .collect();
         versions.sort_unstable();
         versions.dedup();
-        Self {
+        Ok(Self {
             matcher: plan.routes.matcher().clone(),
             paths,
             versioning: version::Versioning::new(&plan.versioning),
             versions,
-        }
+        })
     }
 
     /// The route a request goes to, and what it calls (resolved here, while the matched
@@ -291,14 +323,15 @@ impl PathRoutes {
 }
 
 impl Route {
-    fn new(
-        route: &RoutePlan,
-        plan: &Plan,
-        upstreams: &BTreeMap<String, Upstream>,
-        providers: &Providers,
-        limiter: &RateLimiter,
-        cache: &ResponseCache,
-    ) -> Self {
+    fn new(route: &RoutePlan, plan: &Plan, services: &Services<'_>) -> Result<Self, ConfigError> {
+        let Services {
+            upstreams,
+            providers,
+            limiter,
+            cache,
+            aws,
+        } = services;
+        let template: Arc<str> = route.public_path().into();
         let action = match &route.action {
             RouteAction::Mock(response) => Action::Mock(response.clone()),
             RouteAction::Proxy { upstream, target } => Action::Proxy(proxy::ProxyRoute {
@@ -317,10 +350,31 @@ impl Route {
                 *report_errors,
                 plan.server.body_limit,
             )),
+            RouteAction::Aws(action) => {
+                let built = aws.and_then(|aws| {
+                    AwsRoute::new(
+                        aws,
+                        action,
+                        template.clone(),
+                        route.aws_fault.clone(),
+                        route.fallback.clone(),
+                    )
+                });
+                let Some(built) = built else {
+                    return Err(ConfigError::single(
+                        "routes",
+                        format!(
+                            "{}: AWS {} is not available in this build",
+                            route.path,
+                            action.service()
+                        ),
+                    ));
+                };
+                Action::Aws(Box::new(built))
+            }
         };
-        let template: Arc<str> = route.public_path().into();
         let metrics = Arc::new(RouteMetrics::new(template.clone()));
-        Route {
+        Ok(Route {
             cache: route.cache.as_ref().map(|settings| {
                 RouteCache::new(cache, settings, template.clone(), metrics.clone())
             }),
@@ -338,7 +392,7 @@ impl Route {
                 .map(|schema| validate::RequestValidator::new(schema, plan.log.redact.clone())),
             transform: Transform::new(&route.transform, plan.server.body_limit),
             action,
-        }
+        })
     }
 }
 

@@ -275,6 +275,7 @@ mod tests {
             provider: "jwt:main".into(),
             id: "alice".into(),
             scopes: vec![],
+            claims: None,
             forward: vec![(
                 HeaderName::from_static("x-user-id"),
                 HeaderValue::from_static("alice"),

@@ -294,7 +294,7 @@ aggregate = [
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     for expected in [
-        "routes[0] (/x/{id}): set only one of",
+        "routes[0] (/x/{id}): set only one action; this route sets `upstream`, `aggregate`",
         "routes[1] (/y/{id}).aggregate[0].upstream",
         "routes[1] (/y/{id}).aggregate[1].path",
         "routes[1] (/y/{id}).aggregate[1].key",

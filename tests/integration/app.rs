@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use crate::{
-    helpers::{Gateway, Upstream, client},
+    helpers::{Gateway, Process, Upstream, client, eventually},
     lambda::{Function, decoded_body},
     lambda_event::LambdaEvent,
     redis_server::RedisServer,
@@ -82,11 +82,27 @@ impl TestApp {
             Runtime::Lambda => Running::Lambda(Box::new(Function::start(&toml).await)),
         }
     }
+
+    /// Runs the real binary in either runtime, with `envs` in its environment (as the AWS
+    /// credentials chain reads it: an in-process server would share the tests' own).
+    pub async fn start_binary(&self, runtime: Runtime, envs: &[(&str, &str)]) -> Running {
+        let toml = self.toml();
+        match runtime {
+            Runtime::Server => Running::Binary(Box::new(
+                Process::start_with(&toml, Some("info"), envs).await,
+            )),
+            Runtime::Lambda => {
+                Running::Lambda(Box::new(Function::start_with_env(&toml, envs).await))
+            }
+        }
+    }
 }
 
 /// A gateway running in one of the runtimes.
 pub enum Running {
     Server(Gateway),
+    /// The binary in server mode.
+    Binary(Box<Process>),
     Lambda(Box<Function>),
 }
 
@@ -182,9 +198,13 @@ impl Answer {
 impl Running {
     pub async fn send(&self, call: Call) -> Answer {
         match self {
-            Running::Server(gateway) => {
+            Running::Server(_) | Running::Binary(_) => {
                 let method = http::Method::from_bytes(call.method.as_bytes()).unwrap();
-                let mut url = gateway.url(&call.path);
+                let mut url = match self {
+                    Running::Server(gateway) => gateway.url(&call.path),
+                    Running::Binary(process) => process.url(&call.path),
+                    Running::Lambda(_) => unreachable!(),
+                };
                 if !call.query.is_empty() {
                     url.push('?');
                     url.push_str(
@@ -222,6 +242,29 @@ impl Running {
                 answer_of(&response)
             }
         }
+    }
+}
+
+impl Running {
+    /// The JSON log lines the binary printed that contain `needle`, once there are at least
+    /// `expected` of them (lines arrive asynchronously).
+    pub async fn log_lines(&self, needle: &str, expected: usize) -> Vec<Value> {
+        let lines = match self {
+            Running::Binary(process) => process.lines.clone(),
+            Running::Lambda(function) => function.lines.clone(),
+            Running::Server(_) => panic!("an in-process server's log is the tests' own"),
+        };
+        let matching = || {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|line| line.contains(needle))
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect::<Vec<Value>>()
+        };
+        eventually(|| Some(matching()).filter(|found| found.len() >= expected)).await;
+        matching()
     }
 }
 

@@ -4,6 +4,8 @@
 mod app;
 mod helpers;
 mod lambda_event;
+#[cfg(feature = "aws")]
+mod moto;
 mod redis_server;
 mod runtime_api;
 mod signer;
@@ -12,6 +14,16 @@ mod tokens;
 mod aggregate;
 mod auth;
 mod availability;
+#[cfg(all(
+    feature = "sqs",
+    feature = "sns",
+    feature = "s3",
+    feature = "dynamodb",
+    feature = "kinesis",
+    feature = "eventbridge",
+    feature = "step-functions"
+))]
+mod aws;
 mod cache;
 mod cli;
 mod compression;

@@ -1,0 +1,241 @@
+//! The AWS clients and a route's call (built with at least one AWS service).
+
+use std::sync::Arc;
+
+use axum::{
+    extract::Request,
+    response::{IntoResponse, Response},
+};
+use http::HeaderValue;
+
+use super::{
+    call,
+    config::{AwsAction, AwsFault, AwsSettings, CorrelationSource},
+    fault,
+};
+use crate::{
+    config::ConfigError,
+    error::Error,
+    routes::{X_PROXYFN_FALLBACK, config::RoutePlan, mock::MockRoute},
+};
+
+/// What every AWS route shares: the validated `[aws]` section and the SDK's base
+/// configuration (region, endpoint, credentials chain, retry mode, HTTP client).
+#[derive(Clone, Debug)]
+pub struct Aws {
+    settings: Arc<AwsSettings>,
+    sdk: aws_types::SdkConfig,
+    /// The HTTP client of every service client (hyper 1, rustls), which a route's fault
+    /// injection wraps.
+    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+}
+
+impl Aws {
+    /// The base configuration, when some route calls AWS; `None` otherwise.
+    pub async fn new(
+        settings: &AwsSettings,
+        routes: &[&RoutePlan],
+    ) -> Result<Option<Self>, ConfigError> {
+        if !routes.iter().any(|route| route.aws().is_some()) {
+            return Ok(None);
+        }
+        use aws_config::{
+            BehaviorVersion, environment::EnvironmentVariableRegionProvider,
+            meta::region::RegionProviderChain, profile::ProfileFileRegionProvider,
+        };
+        use aws_smithy_types::retry::RetryConfig;
+        // IMDS is left out of the region chain: it would be a network call at start-up.
+        let region = RegionProviderChain::first_try(
+            settings.region.clone().map(aws_types::region::Region::new),
+        )
+        .or_else(EnvironmentVariableRegionProvider::new())
+        .or_else(ProfileFileRegionProvider::new());
+        let behavior = BehaviorVersion::v2026_01_12();
+        use aws_smithy_http_client::tls;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .build_https();
+        let mut loader = aws_config::defaults(behavior)
+            .http_client(http.clone())
+            .region(region)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(settings.attempts)
+                    .with_initial_backoff(settings.initial_backoff)
+                    .with_max_backoff(settings.max_backoff),
+            );
+        if let Some(endpoint) = &settings.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(ConfigError::single(
+                "aws.region",
+                "no AWS region: set [aws] region, or AWS_REGION in the environment",
+            ));
+        }
+        Ok(Some(Self {
+            settings: Arc::new(settings.clone()),
+            sdk,
+            http,
+        }))
+    }
+}
+
+/// One route's AWS call.
+pub struct AwsRoute {
+    service: Service,
+    /// The route's name in the log.
+    route: Arc<str>,
+    settings: Arc<AwsSettings>,
+    fallback: Option<MockRoute>,
+}
+
+/// The service client of a route, with its validated action.
+enum Service {
+    #[cfg(feature = "sqs")]
+    Sqs(super::sqs::SqsRoute),
+    #[cfg(feature = "sns")]
+    Sns(super::sns::SnsRoute),
+    #[cfg(feature = "s3")]
+    S3(super::s3::S3Route),
+    #[cfg(feature = "dynamodb")]
+    DynamoDb(super::dynamodb::DynamoRoute),
+    #[cfg(feature = "kinesis")]
+    Kinesis(super::kinesis::KinesisRoute),
+    #[cfg(feature = "eventbridge")]
+    EventBridge(super::eventbridge::EventBridgeRoute),
+    #[cfg(feature = "step-functions")]
+    StepFunctions(super::sfn::SfnRoute),
+}
+
+impl AwsRoute {
+    /// The route's client; `None` for a service this build lacks (validation refused it).
+    pub fn new(
+        aws: &Aws,
+        action: &AwsAction,
+        route: Arc<str>,
+        fault: Option<AwsFault>,
+        fallback: Option<MockRoute>,
+    ) -> Option<Self> {
+        let base = &aws.sdk;
+        let settings = &*aws.settings;
+        let http = fault.map(|fault| fault::FaultClient::wrapping(aws.http.clone(), fault, action));
+        let service = match action {
+            #[cfg(feature = "sqs")]
+            AwsAction::Sqs(action) => Service::Sqs(super::sqs::SqsRoute::new(base, http, action)),
+            #[cfg(feature = "sns")]
+            AwsAction::Sns(action) => Service::Sns(super::sns::SnsRoute::new(base, http, action)),
+            #[cfg(feature = "s3")]
+            AwsAction::S3(action) => {
+                Service::S3(super::s3::S3Route::new(base, http, action, settings))
+            }
+            #[cfg(feature = "dynamodb")]
+            AwsAction::DynamoDb(action) => {
+                Service::DynamoDb(super::dynamodb::DynamoRoute::new(base, http, action))
+            }
+            #[cfg(feature = "kinesis")]
+            AwsAction::Kinesis(action) => {
+                Service::Kinesis(super::kinesis::KinesisRoute::new(base, http, action))
+            }
+            #[cfg(feature = "eventbridge")]
+            AwsAction::EventBridge(action) => Service::EventBridge(
+                super::eventbridge::EventBridgeRoute::new(base, http, action),
+            ),
+            #[cfg(feature = "step-functions")]
+            AwsAction::StepFunctions(action) => {
+                Service::StepFunctions(super::sfn::SfnRoute::new(base, http, action))
+            }
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        };
+        Some(Self {
+            service,
+            route,
+            settings: aws.settings.clone(),
+            fallback,
+        })
+    }
+
+    /// Serves a request; `params` are the route's path parameters, decoded.
+    pub async fn respond(&self, request: Request, params: Vec<(String, String)>) -> Response {
+        let result = self.call(request, params).await;
+        let error = match result {
+            Ok(response) => return response,
+            Err(error) => error,
+        };
+        match &self.fallback {
+            Some(fallback) if error.is_upstream_failure() => {
+                tracing::info!(route = %self.route, reason = %error, "serving the route's fallback");
+                let mut response = fallback.response();
+                response
+                    .headers_mut()
+                    .insert(X_PROXYFN_FALLBACK, HeaderValue::from_static("true"));
+                response
+            }
+            _ => error.into_response(),
+        }
+    }
+
+    async fn call(
+        &self,
+        request: Request,
+        params: Vec<(String, String)>,
+    ) -> Result<Response, Error> {
+        let mut call =
+            call::Call::begin(request, params, &self.settings, self.reads_body()).await?;
+        let result = match &self.service {
+            #[cfg(feature = "sqs")]
+            Service::Sqs(route) => route.call(&mut call).await,
+            #[cfg(feature = "sns")]
+            Service::Sns(route) => route.call(&mut call).await,
+            #[cfg(feature = "s3")]
+            Service::S3(route) => route.call(&mut call).await,
+            #[cfg(feature = "dynamodb")]
+            Service::DynamoDb(route) => route.call(&mut call).await,
+            #[cfg(feature = "kinesis")]
+            Service::Kinesis(route) => route.call(&mut call).await,
+            #[cfg(feature = "eventbridge")]
+            Service::EventBridge(route) => route.call(&mut call).await,
+            #[cfg(feature = "step-functions")]
+            Service::StepFunctions(route) => route.call(&mut call).await,
+        };
+        call.finish(&self.route, &result);
+        result
+    }
+
+    /// Whether the call needs the whole body before it starts (all but S3 uploads, which
+    /// stream it).
+    fn reads_body(&self) -> call::BodyUse {
+        match &self.service {
+            #[cfg(feature = "s3")]
+            Service::S3(_) => call::BodyUse::Stream,
+            #[allow(unreachable_patterns)]
+            _ => call::BodyUse::Whole,
+        }
+    }
+}
+
+/// The first correlation id a request carries, from the configured places in order.
+pub(super) fn correlation_id(
+    sources: &[CorrelationSource],
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+    json: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    sources.iter().find_map(|source| match source {
+        CorrelationSource::Header(name) => headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned),
+        CorrelationSource::Query(name) => query.and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(key, value)| key == name && !value.is_empty())
+                .map(|(_, value)| value.into_owned())
+        }),
+        CorrelationSource::Body(pointer) => json(pointer),
+    })
+}
