@@ -56,7 +56,7 @@ pub enum BodyUse {
 }
 
 /// Error codes the AWS SDKs treat as throttling: after the retries, 503 with `Retry-After`.
-const THROTTLING: &[&str] = &[
+pub(super) const THROTTLING: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",

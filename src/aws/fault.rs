@@ -113,11 +113,7 @@ impl HttpConnector for FaultConnector {
                 && fires(*probability)
             {
                 tracing::info!(code, "fault injected into an AWS attempt: error");
-                let status = match protocol {
-                    Protocol::RestXml => 503,
-                    _ => 400,
-                };
-                return Ok(error_response(protocol, status, code));
+                return Ok(error_response(protocol, status_of(protocol, code), code));
             }
             if let Some((status, probability)) = fault.status
                 && fires(probability)
@@ -131,6 +127,20 @@ impl HttpConnector for FaultConnector {
             }
             inner.call(request).await
         })
+    }
+}
+
+/// The status a service answers `code` with: server-side failures 5xx (so the SDK retries
+/// them as transient), throttling as the protocol does (S3's SlowDown is a 503), the rest 400.
+fn status_of(protocol: Protocol, code: &str) -> u16 {
+    if code.contains("Internal") {
+        500
+    } else if code.contains("Unavailable")
+        || (matches!(protocol, Protocol::RestXml) && super::call::THROTTLING.contains(&code))
+    {
+        503
+    } else {
+        400
     }
 }
 
@@ -165,4 +175,32 @@ fn error_response(protocol: Protocol, status: u16, code: &str) -> HttpResponse {
             .insert("x-amzn-errortype", code.to_owned());
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_injected_error_has_the_status_the_service_would_answer_it_with() {
+        assert_eq!(status_of(Protocol::Json, "ThrottlingException"), 400);
+        assert_eq!(status_of(Protocol::Json, "InternalServerError"), 500);
+        assert_eq!(status_of(Protocol::Query, "ServiceUnavailable"), 503);
+        assert_eq!(status_of(Protocol::RestXml, "SlowDown"), 503);
+        assert_eq!(status_of(Protocol::RestXml, "AccessDenied"), 400);
+    }
+
+    #[test]
+    fn an_injected_json_error_names_its_code_where_the_sdk_reads_it() {
+        let response = error_response(Protocol::Json, 400, "ThrottlingException");
+        assert_eq!(
+            response.headers().get("x-amzn-errortype"),
+            Some("ThrottlingException")
+        );
+        let body = std::str::from_utf8(response.body().bytes().unwrap()).unwrap();
+        assert!(
+            body.contains("\"__type\":\"ThrottlingException\""),
+            "{body}"
+        );
+    }
 }

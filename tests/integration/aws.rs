@@ -709,6 +709,42 @@ async fn put_item(dynamodb: &aws_sdk_dynamodb::Client, table: &str, id: &str) {
         .unwrap();
 }
 
+/// An injected connection reset and an injected 500 are retried like real ones, then a 502.
+#[tokio::test]
+async fn injected_resets_and_500s_are_retried_then_a_502() {
+    let moto = Moto::start().await;
+    for runtime in BOTH {
+        let route = |fault: &str| {
+            format!(
+                "dynamodb = {{ table = \"items\", key = {{ id = \"{{path.id}}\" }} }}\nfault = {{ {fault} }}"
+            )
+        };
+        let app = TestApp::new()
+            .config(&aws_section(&moto))
+            .route("/reset/{id}", &route("reset_percent = 100"))
+            .route(
+                "/failing/{id}",
+                &route("abort_status = 500, abort_percent = 100"),
+            );
+        let gateway = start(app, runtime).await;
+
+        gateway
+            .send(Call::get("/reset/i1"))
+            .await
+            .problem(502, "aws-failed");
+        gateway
+            .send(Call::get("/failing/i1"))
+            .await
+            .problem(502, "aws-failed");
+        let log = gateway.log_lines("\"aws call\"", 2).await;
+        let codes: Vec<_> = log.iter().map(|line| line["error_code"].clone()).collect();
+        assert_eq!(codes, [json!("dispatch_failure"), json!("InternalFailure")]);
+        for line in &log {
+            assert_eq!(line["attempts"], 3, "{line}");
+        }
+    }
+}
+
 /// Real 5xx answers from the service are retried by the SDK, and the third attempt's answer
 /// is the client's.
 #[tokio::test]
