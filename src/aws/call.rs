@@ -371,6 +371,12 @@ impl Call {
         }
     }
 
+    /// Notes an error the service reported inside a successful answer (an EventBridge
+    /// entry it refused), for the log line.
+    pub fn note_error_code(&mut self, code: &str) {
+        self.error_code = Some(code.to_owned());
+    }
+
     /// Notes the service's own "not found" answer (an S3 `NoSuchKey`) as the client's 404.
     pub fn not_found(&mut self, what: &'static str) -> Error {
         self.error_code = Some("not_found".into());

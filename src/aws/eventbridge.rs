@@ -66,6 +66,7 @@ impl EventBridgeRoute {
             let code = entry.and_then(|e| e.error_code()).unwrap_or("unknown");
             let message = entry.and_then(|e| e.error_message()).unwrap_or("");
             tracing::warn!(bus = %action.event_bus, code, message, "EventBridge refused the event");
+            call.note_error_code(code);
             return Err(if code.contains("Throttl") {
                 Error::AwsThrottled {
                     service: "eventbridge",

@@ -826,6 +826,33 @@ async fn a_retry_that_cannot_finish_before_the_deadline_does_not_start() {
     }
 }
 
+/// PutEvents answers 200 even when it refused the entry: a failed entry is a failure.
+#[tokio::test]
+async fn a_refused_eventbridge_entry_is_a_502_not_a_202() {
+    let moto = Moto::start().await;
+    for runtime in BOTH {
+        let proxy = FaultProxy::start(
+            &moto,
+            vec![Step::Json(
+                r#"{"FailedEntryCount":1,"Entries":[{"ErrorCode":"InternalFailure","ErrorMessage":"secret detail"}]}"#,
+            )],
+        )
+        .await;
+        let app = TestApp::new()
+            .config(&Moto::section(&proxy.url(), ""))
+            .route(
+                "/events",
+                "eventbridge = { source = \"shop\", detail_type = \"order\" }",
+            );
+        let gateway = start(app, runtime).await;
+        let answer = gateway.send(Call::post("/events", "{\"order\":1}")).await;
+        let problem = answer.problem(502, "aws-failed");
+        assert!(!problem.to_string().contains("secret detail"), "{problem}");
+        let log = gateway.log_lines("\"aws call\"", 1).await;
+        assert_eq!(log[0]["error_code"], "InternalFailure", "{}", log[0]);
+    }
+}
+
 /// A DynamoDB condition that fails is the client's 409, not retried.
 #[tokio::test]
 async fn a_failed_dynamodb_condition_is_a_409() {

@@ -109,6 +109,8 @@ pub enum Step {
     AwsError { status: u16, code: &'static str },
     /// Waits, then passes it on (a slow service).
     Delay(Duration),
+    /// Answers 200 with this awsJson body, without calling moto.
+    Json(&'static str),
 }
 
 /// An HTTP proxy in front of moto that answers each request by the next step of its script
@@ -145,6 +147,13 @@ impl FaultProxy {
                             .body(Body::from(format!(
                                 "{{\"__type\":\"com.amazonaws.test#{code}\",\"message\":\"secret detail from AWS\"}}"
                             )))
+                            .unwrap();
+                    }
+                    Step::Json(body) => {
+                        return Response::builder()
+                            .header("content-type", "application/x-amz-json-1.1")
+                            .header("x-amzn-requestid", "proxy-request-id")
+                            .body(Body::from(body))
                             .unwrap();
                     }
                     Step::Delay(delay) => tokio::time::sleep(delay).await,
