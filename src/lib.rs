@@ -116,8 +116,7 @@ impl App {
             &plan.server.trusted_headers,
         );
         let entry = Entry::new(&plan.server);
-        let routes: Vec<_> = plan.routes.iter().collect();
-        let aws = aws::Aws::new(&plan.aws, &routes).await?;
+        let aws = aws::Aws::new(&plan.aws, plan.routes.iter()).await?;
         let router = wrap(
             routes::router(
                 &plan,

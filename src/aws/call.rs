@@ -39,7 +39,7 @@ use axum::{body::Body, extract::Request, response::Response};
 use bytes::Bytes;
 use http::request::Parts;
 
-use super::config::AwsSettings;
+use super::config::{AwsSettings, CorrelationSource};
 use crate::{
     auth::Principal,
     context::RequestContext,
@@ -155,7 +155,7 @@ impl Call {
             .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
         let json = std::sync::OnceLock::new();
-        let correlation_id = super::route::correlation_id(
+        let correlation_id = correlation_id(
             &settings.correlation,
             &parts.headers,
             parts.uri.query(),
@@ -407,6 +407,28 @@ impl Call {
             "aws call"
         );
     }
+}
+
+/// The first correlation id a request carries, from the configured places in order.
+fn correlation_id(
+    sources: &[CorrelationSource],
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+    json: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    sources.iter().find_map(|source| match source {
+        CorrelationSource::Header(name) => headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned),
+        CorrelationSource::Query(name) => query.and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(key, value)| key == name && !value.is_empty())
+                .map(|(_, value)| value.into_owned())
+        }),
+        CorrelationSource::Body(pointer) => json(pointer),
+    })
 }
 
 /// An API key's claims, for templates: its id as `sub`, its scopes as `scope`.

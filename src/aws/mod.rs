@@ -64,7 +64,7 @@ mod absent {
     impl Aws {
         pub async fn new(
             _settings: &AwsSettings,
-            _routes: &[&RoutePlan],
+            _routes: impl Iterator<Item = &RoutePlan>,
         ) -> Result<Option<Self>, ConfigError> {
             Ok(None)
         }

@@ -10,7 +10,7 @@ use http::HeaderValue;
 
 use super::{
     call,
-    config::{AwsAction, AwsFault, AwsSettings, CorrelationSource},
+    config::{AwsAction, AwsFault, AwsSettings},
     fault,
 };
 use crate::{
@@ -34,9 +34,9 @@ impl Aws {
     /// The base configuration, when some route calls AWS; `None` otherwise.
     pub async fn new(
         settings: &AwsSettings,
-        routes: &[&RoutePlan],
+        mut routes: impl Iterator<Item = &RoutePlan>,
     ) -> Result<Option<Self>, ConfigError> {
-        if !routes.iter().any(|route| route.aws().is_some()) {
+        if !routes.any(|route| route.aws().is_some()) {
             return Ok(None);
         }
         use aws_config::{
@@ -216,26 +216,4 @@ impl AwsRoute {
             _ => call::BodyUse::Whole,
         }
     }
-}
-
-/// The first correlation id a request carries, from the configured places in order.
-pub(super) fn correlation_id(
-    sources: &[CorrelationSource],
-    headers: &http::HeaderMap,
-    query: Option<&str>,
-    json: impl Fn(&str) -> Option<String>,
-) -> Option<String> {
-    sources.iter().find_map(|source| match source {
-        CorrelationSource::Header(name) => headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned),
-        CorrelationSource::Query(name) => query.and_then(|query| {
-            url::form_urlencoded::parse(query.as_bytes())
-                .find(|(key, value)| key == name && !value.is_empty())
-                .map(|(_, value)| value.into_owned())
-        }),
-        CorrelationSource::Body(pointer) => json(pointer),
-    })
 }

@@ -125,14 +125,12 @@ impl S3Route {
             .config_override(per_call!(aws_sdk_s3, call))
             .send()
             .await;
-        let mut output = match result {
-            Ok(output) => output,
-            Err(error) if not_modified(&error) => {
-                return Ok(not_modified_response(&call.parts.headers));
-            }
-            Err(error) => return Err(self.failed(call, error)),
-        };
-        call.succeeded(&output);
+        if let Err(error) = &result
+            && not_modified(error)
+        {
+            return Ok(not_modified_response(&call.parts.headers));
+        }
+        let mut output = self.settle(call, result)?;
         let status = if output.content_range().is_some() {
             StatusCode::PARTIAL_CONTENT
         } else {
@@ -163,14 +161,12 @@ impl S3Route {
             .config_override(per_call!(aws_sdk_s3, call))
             .send()
             .await;
-        let output = match result {
-            Ok(output) => output,
-            Err(error) if not_modified(&error) => {
-                return Ok(not_modified_response(&call.parts.headers));
-            }
-            Err(error) => return Err(self.failed(call, error)),
-        };
-        call.succeeded(&output);
+        if let Err(error) = &result
+            && not_modified(error)
+        {
+            return Ok(not_modified_response(&call.parts.headers));
+        }
+        let output = self.settle(call, result)?;
         let mut response = Response::default();
         let out = response.headers_mut();
         object_headers!(out, output);
@@ -217,11 +213,7 @@ impl S3Route {
             .config_override(per_call!(aws_sdk_s3, call))
             .send()
             .await;
-        let output = match result {
-            Ok(output) => output,
-            Err(error) => return Err(self.failed(call, error)),
-        };
-        call.succeeded(&output);
+        let output = self.settle(call, result)?;
         let mut response = Response::default();
         *response.status_mut() = StatusCode::CREATED;
         put(response.headers_mut(), header::ETAG, output.e_tag());
@@ -238,34 +230,32 @@ impl S3Route {
             .config_override(per_call!(aws_sdk_s3, call))
             .send()
             .await;
-        match result {
-            Ok(output) => {
-                call.succeeded(&output);
-                let mut response = Response::default();
-                *response.status_mut() = StatusCode::NO_CONTENT;
-                Ok(response)
-            }
-            Err(error) => Err(self.failed(call, error)),
-        }
+        self.settle(call, result)?;
+        let mut response = Response::default();
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
     }
 
-    /// S3's own answers that are the client's: a missing object, an unsatisfiable range, a
-    /// failed precondition, not modified.
-    fn failed<E>(
+    /// [`Call::settle`], with S3's own answers that are the client's: a missing object, an
+    /// unsatisfiable range, a failed precondition.
+    fn settle<O, E>(
         &self,
         call: &mut Call,
-        error: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
-    ) -> Error
+        result: Result<O, SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>>,
+    ) -> Result<O, Error>
     where
+        O: aws_types::request_id::RequestId,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let Err(error) = &result else {
+            return call.settle(result);
+        };
         let status = error.raw_response().map(|r| r.status().as_u16());
-        let code = error.code().unwrap_or_default().to_owned();
-        match (status, code.as_str()) {
-            (_, "NoSuchKey") | (Some(404), "NotFound" | "") => call.not_found("object"),
-            (Some(412), _) | (_, "PreconditionFailed") => Error::PreconditionFailed,
-            (Some(416), _) | (_, "InvalidRange") => Error::RangeNotSatisfiable,
-            _ => call.failed(error),
+        match (status, error.code().unwrap_or_default()) {
+            (_, "NoSuchKey") | (Some(404), "NotFound" | "") => Err(call.not_found("object")),
+            (Some(412), _) | (_, "PreconditionFailed") => Err(Error::PreconditionFailed),
+            (Some(416), _) | (_, "InvalidRange") => Err(Error::RangeNotSatisfiable),
+            _ => call.settle(result),
         }
     }
 }
