@@ -90,6 +90,11 @@ async fn an_sqs_route_sends_the_body_with_its_correlation_id_and_attributes() {
 
         let empty = gateway.send(Call::post("/orders/c1", "")).await;
         empty.problem(400, "invalid-body");
+        let huge = "x".repeat((1 << 20) + 1);
+        gateway
+            .send(Call::post("/orders/c1", &huge))
+            .await
+            .problem(413, "payload-too-large");
     }
 }
 
@@ -339,6 +344,14 @@ async fn an_s3_route_stores_serves_ranges_and_deletes_objects() {
             .send(Call::get("/files/2026/missing.csv"))
             .await
             .problem(404, "not-found");
+        gateway
+            .send(Call::get("/files/2026/report.csv").header("range", "bytes=1000-2000"))
+            .await
+            .problem(416, "range-not-satisfiable");
+        gateway
+            .send(Call::get("/files/2026/report.csv").header("if-match", "\"not-the-etag\""))
+            .await
+            .problem(412, "precondition-failed");
 
         let deleted = gateway
             .send(Call::new("DELETE", "/files/2026/report.csv"))
