@@ -6,11 +6,22 @@
 //! authenticate it and limit it like any method. [`CorsLayer`] shows such a request to
 //! tower-http as a `GET`, so it gets the CORS headers of an actual request, and gives the
 //! route back its method.
+//!
+//! tower-http adds `Access-Control-Expose-Headers` and `-Allow-Credentials` (and on
+//! preflights the allowed methods, headers and max age) whatever the `Origin`; the
+//! [`PreflightsOnly`] service takes them off again unless the request's `Origin` is allowed, so
+//! an answer to any other page (or to no page) tells nothing about the CORS policy. `Vary:
+//! Origin` stays: the answer does depend on it.
 
-use std::task::{Context, Poll};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
 
-use axum::extract::Request;
-use http::{Method, header};
+use axum::{extract::Request, response::Response};
+use http::{HeaderValue, Method, header};
 use tower::{Layer, Service};
 
 use config::{CorsHeaders, CorsOrigins, CorsSettings};
@@ -21,6 +32,7 @@ pub mod config;
 #[derive(Clone, Debug)]
 pub struct CorsLayer {
     cors: tower_http::cors::CorsLayer,
+    origins: Arc<CorsOrigins>,
 }
 
 impl CorsLayer {
@@ -41,7 +53,10 @@ impl CorsLayer {
         if let Some(max_age) = settings.max_age {
             cors = cors.max_age(max_age);
         }
-        Self { cors }
+        Self {
+            cors,
+            origins: Arc::new(settings.origins.clone()),
+        }
     }
 }
 
@@ -51,6 +66,7 @@ impl<S> Layer<S> for CorsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         PreflightsOnly {
             inner: self.cors.layer(RestoreMethod { inner }),
+            origins: self.origins.clone(),
         }
     }
 }
@@ -68,18 +84,37 @@ pub fn is_preflight(request: &Request) -> bool {
 #[derive(Clone, Copy, Debug)]
 struct MaskedOptions;
 
+/// Whether `origin` (the request's `Origin`, when it has one) may read the answer.
+fn is_allowed(origins: &CorsOrigins, origin: Option<&HeaderValue>) -> bool {
+    match (origins, origin) {
+        (_, None) => false,
+        (CorsOrigins::Any, Some(_)) => true,
+        (CorsOrigins::List(list), Some(origin)) => list.contains(origin),
+    }
+}
+
+/// The CORS headers that describe the policy; taken off answers to origins it does not allow.
+const POLICY_HEADERS: [header::HeaderName; 5] = [
+    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+    header::ACCESS_CONTROL_ALLOW_METHODS,
+    header::ACCESS_CONTROL_ALLOW_HEADERS,
+    header::ACCESS_CONTROL_MAX_AGE,
+];
+
 #[derive(Clone, Debug)]
 pub struct PreflightsOnly<S> {
     inner: S,
+    origins: Arc<CorsOrigins>,
 }
 
 impl<S> Service<Request> for PreflightsOnly<S>
 where
-    S: Service<Request>,
+    S: Service<Request, Response = Response>,
 {
-    type Response = S::Response;
+    type Response = Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = ForAllowedOrigins<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -90,7 +125,39 @@ where
             *request.method_mut() = Method::GET;
             request.extensions_mut().insert(MaskedOptions);
         }
-        self.inner.call(request)
+        let allowed = is_allowed(&self.origins, request.headers().get(header::ORIGIN));
+        ForAllowedOrigins {
+            inner: self.inner.call(request),
+            allowed,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer, without the policy headers unless the request's origin is allowed.
+    pub struct ForAllowedOrigins<F> {
+        #[pin]
+        inner: F,
+        allowed: bool,
+    }
+}
+
+impl<F, E> Future for ForAllowedOrigins<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        if !*this.allowed {
+            let headers = response.headers_mut();
+            for name in &POLICY_HEADERS {
+                headers.remove(name);
+            }
+        }
+        Poll::Ready(Ok(response))
     }
 }
 

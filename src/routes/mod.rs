@@ -192,10 +192,12 @@ impl Call<'_> {
 }
 
 impl Route {
-    /// GET routes also answer HEAD (RFC 9110 §9.3.2).
+    /// GET routes also answer HEAD (RFC 9110 §9.3.2). A route without `methods` serves any
+    /// method but TRACE, which echoes the request back (cross-site tracing), and CONNECT,
+    /// which asks for a tunnel: those only when listed.
     fn accepts(&self, method: &Method) -> bool {
         match &self.methods {
-            None => true,
+            None => method != Method::TRACE && method != Method::CONNECT,
             Some(methods) => {
                 methods.contains(method)
                     || (method == Method::HEAD && methods.contains(&Method::GET))
@@ -399,6 +401,9 @@ impl Route {
 fn allow_header(routes: &[Route]) -> HeaderValue {
     let mut methods: Vec<&str> = Vec::new();
     for route in routes {
+        if route.methods.is_none() {
+            methods.extend(["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"]);
+        }
         for method in route.methods.iter().flatten() {
             methods.push(method.as_str());
             if method == Method::GET {

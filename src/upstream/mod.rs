@@ -521,8 +521,7 @@ impl Upstream {
             .targets
             .iter()
             .enumerate()
-            .map(|(index, target)| TargetStatus {
-                url: target.url.to_string(),
+            .map(|(index, _)| TargetStatus {
                 healthy: inner.targets.is_healthy(index, now),
             })
             .collect();
@@ -629,9 +628,10 @@ pub struct UpstreamStatus {
     pub targets: Vec<TargetStatus>,
 }
 
+/// A target by its place in the upstream's `urls`: `/ready` is public, and URLs name internal
+/// hosts, so they go to the log only.
 #[derive(Debug, Serialize)]
 pub struct TargetStatus {
-    pub url: String,
     pub healthy: bool,
 }
 

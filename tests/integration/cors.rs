@@ -91,6 +91,42 @@ async fn answers_and_problems_carry_cors_headers_only_for_listed_origins() {
         "CORS is enforced by browsers, not by refusing"
     );
     assert!(other.headers().get("access-control-allow-origin").is_none());
+    for name in [
+        "access-control-expose-headers",
+        "access-control-allow-credentials",
+    ] {
+        assert!(
+            other.headers().get(name).is_none(),
+            "{name} for another page"
+        );
+    }
+    assert!(other.headers()["vary"].to_str().unwrap().contains("origin"));
+
+    let no_origin = client().get(gateway.url("/public")).send().await.unwrap();
+    let names: Vec<_> = no_origin
+        .headers()
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .collect();
+    assert!(names.is_empty(), "no Origin, no CORS headers: {names:?}");
+}
+
+#[tokio::test]
+async fn a_preflight_from_an_unlisted_origin_learns_nothing_of_the_policy() {
+    let gateway = Gateway::start(CORS).await;
+    let response = client()
+        .request(reqwest::Method::OPTIONS, gateway.url("/private"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<_> = response
+        .headers()
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
 }
 
 #[tokio::test]

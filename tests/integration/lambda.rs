@@ -1632,3 +1632,15 @@ async fn the_lambda_init_template_serves_a_rest_api_with_a_stage() {
     assert_eq!(response["statusCode"], 200, "{response}");
     assert_eq!(response["body"], "hello from proxyfn");
 }
+
+#[tokio::test]
+async fn trace_and_connect_events_get_405_on_a_route_without_methods() {
+    let upstream = Upstream::echo().await;
+    let function = Function::start(&proxy_config(&upstream, "")).await;
+    for method in ["TRACE", "CONNECT"] {
+        let event = LambdaEvent::http_api(method, "/users/42").build();
+        let response = function.api.respond(event).await;
+        assert_eq!(response["statusCode"], 405, "{method}: {response}");
+    }
+    assert!(upstream.requests().is_empty(), "nothing was forwarded");
+}

@@ -445,6 +445,61 @@ async fn one_path_can_send_different_methods_to_different_targets() {
 }
 
 #[tokio::test]
+async fn a_route_without_methods_refuses_trace_and_connect_unless_listed() {
+    let upstream = Upstream::echo().await;
+    let config = format!(
+        "[upstreams.backend]\nurl = \"{}\"\n\
+         [[routes]]\npath = \"/any/{{*rest}}\"\nupstream = \"backend\"\n\
+         [[routes]]\npath = \"/trace\"\nmethods = [\"TRACE\"]\nupstream = \"backend\"\n",
+        upstream.url()
+    );
+    let gateway = Gateway::start(&config).await;
+
+    let trace = client()
+        .request(reqwest::Method::TRACE, gateway.url("/any/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        trace.headers()["allow"],
+        "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+    );
+    expect_problem(trace, 405, "method-not-allowed").await;
+    // In server mode a CONNECT in origin form is already refused as a bad request target.
+    let connect = client()
+        .request(reqwest::Method::CONNECT, gateway.url("/any/x"))
+        .send()
+        .await
+        .unwrap();
+    assert!(connect.status().is_client_error(), "{}", connect.status());
+    let propfind = client()
+        .request(
+            reqwest::Method::from_bytes(b"PROPFIND").unwrap(),
+            gateway.url("/any/x"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(propfind.status(), 200, "other methods still pass");
+    let listed = client()
+        .request(reqwest::Method::TRACE, gateway.url("/trace"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let methods: Vec<_> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(
+        methods,
+        ["PROPFIND", "TRACE"],
+        "the upstream saw only what was served"
+    );
+}
+
+#[tokio::test]
 async fn the_root_path_is_routable() {
     let gateway =
         Gateway::start("[[routes]]\npath = \"/\"\nresponse = { body = \"root\" }\n").await;

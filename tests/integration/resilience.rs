@@ -307,6 +307,10 @@ async fn round_robin_skips_a_dead_target() {
     }
     assert_eq!(alive.requests().len(), 10);
     let ready = ready_json(&gateway).await;
+    assert!(
+        !ready.to_string().contains("127.0.0.1"),
+        "/ready is public: no upstream URL in {ready}"
+    );
     let targets = &ready["upstreams"]["backend"]["targets"];
     assert_eq!(targets[0]["healthy"], true);
     assert_eq!(
