@@ -14,7 +14,10 @@ use axum::{Router, body::Body};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request};
 use http_body_util::BodyExt;
-use lambda_http::{LambdaEvent, lambda_runtime::Context};
+use lambda_http::{
+    LambdaEvent,
+    lambda_runtime::{Context, FunctionResponse},
+};
 use proxyfn::runtime::lambda::Event;
 use proxyfn::{
     App, Config, Runtime,
@@ -206,7 +209,10 @@ fn lambda(c: &mut Criterion) {
         let invocation = handler
             .clone()
             .handle(LambdaEvent::new(payload, context.clone()));
-        serde_json::to_vec(&runtime.block_on(invocation).unwrap()).unwrap()
+        match runtime.block_on(invocation).unwrap() {
+            FunctionResponse::BufferedResponse(json) => json.get().as_bytes().to_vec(),
+            FunctionResponse::StreamingResponse(_) => unreachable!("buffered by default"),
+        }
     };
     for (name, event) in [("http_api", HTTP_API_EVENT), ("rest", REST_EVENT)] {
         let answer: serde_json::Value = serde_json::from_slice(&invoke(event)).unwrap();

@@ -60,6 +60,9 @@ pub struct Invocation {
     pub aws_request_id: String,
     /// `Lambda-Runtime-Deadline-Ms`: when Lambda stops the invocation.
     pub deadline: SystemTime,
+    /// `Lambda-Runtime-Trace-Id`: this invocation's X-Ray trace header, from its own context
+    /// (with concurrent invocations, `_X_AMZN_TRACE_ID` in the environment is not set).
+    pub xray_trace_id: Option<String>,
     /// Set on the first invocation of the process.
     pub cold_start: Option<ColdStart>,
 }
@@ -185,6 +188,7 @@ mod tests {
         Invocation {
             aws_request_id: "id".into(),
             deadline,
+            xray_trace_id: None,
             cold_start: None,
         }
     }

@@ -97,10 +97,10 @@ impl App {
     pub async fn new(config: &Config, runtime: Runtime) -> Result<Self, ConfigError> {
         let plan = Plan::new(config)?;
         let tls = upstream::tls::client_config(upstream::tls::needs_trust_store(&plan))?;
-        // Upstreams and Redis get a connection pool per server worker.
+        // Upstreams and Redis get a connection pool per worker thread.
         let pools = match runtime {
             Runtime::Server => plan.server.workers(),
-            Runtime::Lambda => 1,
+            Runtime::Lambda => runtime::lambda::workers(),
         };
         let upstreams = plan
             .upstreams

@@ -114,6 +114,7 @@ struct Record {
     trace: Option<TraceContext>,
     client_ip: Option<IpAddr>,
     aws_request_id: Option<String>,
+    xray_trace_id: Option<String>,
     cold_start: Option<ColdStart>,
     notes: Arc<Notes>,
     bytes_in: Arc<AtomicU64>,
@@ -145,6 +146,7 @@ where
             trace: extensions.get::<TraceContext>().copied(),
             client_ip: context.and_then(|c| c.client.ip),
             aws_request_id: invocation.map(|i| i.aws_request_id.clone()),
+            xray_trace_id: invocation.and_then(|i| i.xray_trace_id.clone()),
             cold_start: invocation.and_then(|i| i.cold_start),
             // Outside a context (not the gateway's stack) there is nothing to note.
             notes: context.map(|c| c.notes.clone()).unwrap_or_default(),
@@ -352,6 +354,7 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
         bytes_out,
         completed,
         aws_request_id = record.aws_request_id.as_deref(),
+        xray_trace_id = record.xray_trace_id.as_deref(),
         cold_start = record.aws_request_id.as_ref().map(|_| record.cold_start.is_some()),
         init_ms = record.cold_start.map(|c| millis(c.init)),
         "request"

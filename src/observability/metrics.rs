@@ -91,10 +91,18 @@ pub fn install_emf(namespace: &str) -> Result<(), InstallError> {
 
 /// Writes this invocation's metrics as EMF lines (one per label set) and resets them. Holds
 /// stdout's lock throughout, so no log line lands inside a metrics document.
+///
+/// With concurrent invocations (Lambda Managed Instances) the metrics of the others that
+/// ended since the last flush are in the same documents; the lock keeps each document whole
+/// and its `aws_request_id` that of the invocation that wrote it.
 pub fn flush_emf(aws_request_id: &str) {
+    static FLUSHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let Some(collector) = EMF.get() else {
         return;
     };
+    let _one_at_a_time = FLUSHING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     collector.set_property("aws_request_id", aws_request_id.to_owned());
     if let Err(error) = collector.flush(std::io::stdout().lock()) {
         tracing::warn!(%error, "could not write the EMF metrics");

@@ -88,14 +88,30 @@ pub struct LambdaConfig {
     /// Largest invocation response (the JSON the Runtime API gets); Lambda refuses more than
     /// 6 MB.
     pub max_response: ByteSize,
+    /// `buffered`, or `stream` when the function is invoked with response streaming (a
+    /// Function URL with invoke mode RESPONSE_STREAM, a REST API with `responseTransferMode:
+    /// STREAM`): the invoke mode is a deployment fact the function cannot see.
+    pub response_mode: ResponseMode,
 }
 
 impl Default for LambdaConfig {
     fn default() -> Self {
         Self {
             max_response: ByteSize(6 << 20),
+            response_mode: ResponseMode::Buffered,
         }
     }
+}
+
+/// How Lambda invocations send their answers: `buffered`, one JSON document, complete,
+/// within `max_response`; or `stream`, the Runtime API's streaming response (status and
+/// headers first, then the body as it arrives).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseMode {
+    #[default]
+    Buffered,
+    Stream,
 }
 
 #[derive(Clone, Debug)]
@@ -132,8 +148,9 @@ impl ServerSettings {
 /// `[lambda]`, validated.
 #[derive(Clone, Copy, Debug)]
 pub struct LambdaSettings {
-    /// The largest invocation response, in bytes.
+    /// The largest invocation response, in bytes (buffered answers).
     pub max_response: usize,
+    pub response_mode: ResponseMode,
 }
 
 /// Validates `[server]`.
@@ -242,7 +259,10 @@ pub fn lambda_settings(lambda: &LambdaConfig, problems: &mut Problems) -> Lambda
     if max_response < 1024 {
         problems.add("lambda.max_response", "must be at least 1KB");
     }
-    LambdaSettings { max_response }
+    LambdaSettings {
+        max_response,
+        response_mode: lambda.response_mode,
+    }
 }
 
 /// More worker threads than this would only add context switches and memory.

@@ -55,9 +55,7 @@ pub fn run(
     runtime: Runtime,
     started: Instant,
 ) -> Result<(), Stopped> {
-    let executor = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let executor = executor(runtime)
         .map_err(|error| Stopped::Failed(format!("cannot start the async runtime: {error}")))?;
     executor.block_on(async {
         // Before the app is built, so start-up state (breakers closed) is recorded too.
@@ -111,6 +109,29 @@ pub fn run(
             Stopped::Failed(error)
         })
     })
+}
+
+/// The async runtime `run` drives: one thread, or for Lambda Managed Instances one thread
+/// per [`lambda::workers`], each numbered as server mode numbers its workers, so that each
+/// keeps its own connection pools.
+fn executor(runtime: Runtime) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = match runtime {
+        Runtime::Lambda => lambda::workers(),
+        Runtime::Server => 1,
+    };
+    if workers == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .on_thread_start(move || {
+            set_worker(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % workers);
+        })
+        .enable_all()
+        .build()
 }
 
 thread_local! {

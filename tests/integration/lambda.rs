@@ -61,6 +61,28 @@ impl Function {
 }
 
 impl Function {
+    /// The function's peak resident set size so far (VmHWM, Linux).
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// Its JSON log lines that contain `needle`, parsed.
+    pub(crate) fn json_lines_containing(&self, needle: &str) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
     /// How many lines the function printed that contain `needle`, once its stdout has caught
     /// up with at least `expected` of them (lines arrive asynchronously).
     pub(crate) async fn lines_containing(&self, needle: &str, expected: usize) -> usize {
@@ -587,6 +609,7 @@ async fn a_failing_upstream_is_a_problem_response_and_the_runtime_keeps_serving(
 
     match function.api.invoke(json!({"not": "an http event"})).await {
         Outcome::Error(error) => assert!(error.is_object(), "{error}"),
+        Outcome::Stream(streamed) => panic!("not streamed: {streamed:?}"),
         Outcome::Response(value) => {
             panic!("an unknown event shape should be a runtime error: {value}")
         }
@@ -721,6 +744,7 @@ async fn the_invocation_deadline_cuts_a_retry_loop_short() {
     {
         Outcome::Response(value) => value,
         Outcome::Error(error) => panic!("the function failed: {error}"),
+        Outcome::Stream(streamed) => panic!("not streamed: {streamed:?}"),
     };
     assert_eq!(response["statusCode"], 503, "{response}");
     assert_eq!(

@@ -31,6 +31,7 @@ mod cors;
 mod docs;
 mod lambda;
 mod lambda_events;
+mod lambda_stream;
 mod limits;
 mod observability;
 mod proxy;

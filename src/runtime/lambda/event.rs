@@ -133,6 +133,15 @@ pub enum FrontDoor {
     Alb { multi_value: bool },
 }
 
+impl FrontDoor {
+    /// Whether this front door can take a streamed answer: Function URLs (invoke mode
+    /// RESPONSE_STREAM) and REST APIs (`responseTransferMode: STREAM`) can; HTTP APIs and ALB
+    /// invoke synchronously and take only a buffered one.
+    pub fn can_stream(self) -> bool {
+        matches!(self, Self::FunctionUrl | Self::RestApi)
+    }
+}
+
 /// An event that is not an HTTP request proxyfn can serve; the message names what it is.
 #[derive(Debug)]
 pub struct Unsupported(pub String);

@@ -11,10 +11,16 @@
 //! A buffered answer is bounded: its body is collected only until the request's deadline
 //! (then 504 `gateway-timeout`), and an answer whose JSON would exceed `lambda.max_response`
 //! (Lambda refuses more than 6 MB, and base64 makes binary bodies a third larger) is 502
-//! `response-too-large` instead of an invocation Lambda rejects.
+//! `response-too-large` instead of an invocation Lambda rejects. In stream mode ([`stream`])
+//! the answers of front doors that can stream (Function URLs, REST APIs) go out as they
+//! arrive instead; HTTP APIs and ALB cannot stream and are always answered buffered.
+//!
+//! With `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) the process serves that many
+//! invocations at once ([`run`]), on the same router.
 
 pub mod event;
 pub mod response;
+pub mod stream;
 
 use std::{
     sync::{Arc, Mutex},
@@ -27,7 +33,7 @@ use http::{HeaderValue, header};
 use http_body_util::BodyExt;
 use lambda_http::{
     LambdaEvent,
-    lambda_runtime::{self, Diagnostic},
+    lambda_runtime::{self, Diagnostic, FunctionResponse},
 };
 use serde_json::value::RawValue;
 use tower::ServiceExt;
@@ -39,6 +45,7 @@ use crate::{
     context::{Arrival, Entry, Invocation, RequestContext},
     error::{Error, PROBLEM_JSON},
     observability::{ColdStart, X_REQUEST_ID},
+    runtime::config::ResponseMode,
 };
 pub use event::{Event, FrontDoor};
 pub use response::LambdaResponse;
@@ -46,17 +53,47 @@ pub use response::LambdaResponse;
 /// The error type of an invocation proxyfn cannot serve (`/invocation/{id}/error`).
 pub const UNSUPPORTED_EVENT: &str = "UnsupportedEvent";
 
-/// Runs `app` as the Lambda function handler until the runtime stops.
+/// The environment variable with which Lambda Managed Instances say how many invocations
+/// one process serves at once.
+pub const MAX_CONCURRENCY: &str = "AWS_LAMBDA_MAX_CONCURRENCY";
+
+/// How many invocations this process serves at once: `AWS_LAMBDA_MAX_CONCURRENCY` when it is
+/// above 1, else one at a time.
+pub fn max_concurrency() -> usize {
+    std::env::var(MAX_CONCURRENCY)
+        .ok()
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Worker threads (and so connection pools) for Lambda mode: one for a classic execution
+/// environment, one per CPU (at most one per concurrent invocation) for Managed Instances.
+pub fn workers() -> usize {
+    match max_concurrency() {
+        1 => 1,
+        concurrency => std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(concurrency),
+    }
+}
+
+/// Runs `app` as the Lambda function handler until the runtime stops: one invocation at a
+/// time, or with `AWS_LAMBDA_MAX_CONCURRENCY` that many at once (lambda_runtime polls the
+/// Runtime API from as many tasks).
 ///
 /// `started` is when the process started, for the cold start's init time in the access log.
 pub async fn run(app: App, started: Instant) -> Result<(), lambda_runtime::Error> {
     let handler = Handler::new(&app, started);
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+    lambda_runtime::run_concurrent(lambda_runtime::service_fn(move |event| {
         let handler = handler.clone();
         async move { handler.handle(event).await }
     }))
     .await
 }
+
+/// An invocation's answer: one JSON document, or a stream.
+pub type Answer = FunctionResponse<Box<RawValue>, stream::BodyStream>;
 
 /// One invocation's work: the event in, the router's answer out in the shape the event's
 /// front door expects. Public for the benchmarks (`benches/gateway.rs`).
@@ -67,6 +104,8 @@ pub struct Handler {
     strip_stage: bool,
     /// `lambda.max_response`.
     max_response: usize,
+    response_mode: ResponseMode,
+    deadline_margin: Duration,
     /// Taken by the first invocation.
     cold_start: Arc<Mutex<Option<ColdStart>>>,
 }
@@ -80,15 +119,17 @@ impl Handler {
             entry: app.entry.clone(),
             strip_stage: plan.server.strip_stage,
             max_response: plan.lambda.max_response,
+            response_mode: plan.lambda.response_mode,
+            deadline_margin: plan.server.deadline_margin,
             cold_start: Arc::new(Mutex::new(Some(ColdStart {
                 init: started.elapsed(),
             }))),
         }
     }
 
-    /// Serves one invocation: its answer as the JSON the Runtime API takes, serialized once
-    /// here so its size can be checked.
-    pub async fn handle(self, event: LambdaEvent<Event>) -> Result<Box<RawValue>, Diagnostic> {
+    /// Serves one invocation: its answer streamed, or as the JSON the Runtime API takes,
+    /// serialized once here so its size can be checked.
+    pub async fn handle(self, event: LambdaEvent<Event>) -> Result<Answer, Diagnostic> {
         let LambdaEvent { payload, context } = event;
         let aws_request_id = context.request_id.clone();
         let (front_door, request) = match self.to_router_request(payload, context) {
@@ -105,12 +146,21 @@ impl Handler {
         };
         let deadline = RequestContext::of(request.extensions())
             .map_or_else(Instant::now, |context| context.deadline);
+        let invocation_end = invocation_end(&request, self.deadline_margin);
 
         let response = match self.router.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         };
         let (parts, body) = response.into_parts();
+        if self.response_mode == ResponseMode::Stream && front_door.can_stream() {
+            return Ok(FunctionResponse::StreamingResponse(stream::response(
+                parts,
+                body,
+                invocation_end,
+                move || flush_invocation(&aws_request_id),
+            )));
+        }
         // Raw bytes beyond the bound cannot fit, whatever the encoding.
         let bounded = http_body_util::Limited::new(body, self.max_response).collect();
         // The access log and the request's metrics are written when the body ends.
@@ -130,17 +180,14 @@ impl Handler {
                 problem_response(Error::IncompleteResponse, request_id.clone())
             }
         };
-        crate::observability::metrics::flush_emf(&aws_request_id);
-        #[cfg(feature = "otlp")]
-        crate::observability::otel::flush();
+        flush_invocation(&aws_request_id);
         let request_id = response.headers().get(X_REQUEST_ID).cloned();
         let json = serialize(&response::to_lambda(front_door, response));
         if json.get().len() <= self.max_response {
-            return Ok(json);
+            return Ok(FunctionResponse::BufferedResponse(json));
         }
-        Ok(serialize(&response::to_lambda(
-            front_door,
-            self.too_large(request_id),
+        Ok(FunctionResponse::BufferedResponse(serialize(
+            &response::to_lambda(front_door, self.too_large(request_id)),
         )))
     }
 
@@ -181,6 +228,7 @@ impl Handler {
             client: converted.client,
             stage: converted.stage_prefix,
             invocation: Some(Invocation {
+                xray_trace_id: context.xray_trace_id,
                 aws_request_id: context.request_id,
                 deadline: UNIX_EPOCH + Duration::from_millis(context.deadline),
                 cold_start,
@@ -192,6 +240,27 @@ impl Handler {
             Request::from_parts(parts, Body::from(body)),
         ))
     }
+}
+
+/// What the invocation's answer must be sent by: Lambda's deadline less the margin kept to
+/// send it. `None` when that deadline cannot be real (already past on arrival; see
+/// [`Entry`]): then nothing but Lambda bounds the stream.
+fn invocation_end(request: &Request, margin: Duration) -> Option<Instant> {
+    let invocation = RequestContext::of(request.extensions())?
+        .invocation
+        .as_ref()?;
+    let remaining = invocation
+        .deadline
+        .duration_since(std::time::SystemTime::now())
+        .ok()?;
+    Some(Instant::now() + remaining.saturating_sub(margin))
+}
+
+/// Writes what the invocation measured: its EMF metrics and, with OTLP, its spans.
+fn flush_invocation(aws_request_id: &str) {
+    crate::observability::metrics::flush_emf(aws_request_id);
+    #[cfg(feature = "otlp")]
+    crate::observability::otel::flush();
 }
 
 /// JSON of an answer. Nothing in it can fail to serialize; were it to, the answer is a 500.
