@@ -20,7 +20,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, json};
 
 use crate::{
-    config::Plan, context::RequestContext, error::Error, observability::metrics, upstream::Upstream,
+    config::Plan,
+    context::RequestContext,
+    error::Error,
+    observability::{Notes, metrics},
+    upstream::Upstream,
 };
 
 pub const HEALTH_PATH: &str = "/health";
@@ -74,38 +78,106 @@ pub fn router<S: Clone + Send + Sync + 'static>(
     let mut router = Router::new();
     if plan.docs.enabled {
         let docs = Arc::new(Docs::new(plan));
+        let swagger_ui = labelled(DOCS_PATH);
         router = router
             .route(
                 OPENAPI_PATH,
                 get(openapi_json)
                     .fallback(method_not_allowed)
-                    .with_state(docs.clone()),
+                    .with_state(docs.clone())
+                    .layer(labelled(OPENAPI_PATH)),
             )
-            .route(DOCS_PATH, get(docs_redirect).fallback(method_not_allowed))
+            .route(
+                DOCS_PATH,
+                get(docs_redirect)
+                    .fallback(method_not_allowed)
+                    .layer(swagger_ui.clone()),
+            )
             .route(
                 "/docs/",
-                get(swagger_ui)
+                get(self::swagger_ui)
                     .fallback(method_not_allowed)
-                    .with_state(docs.clone()),
+                    .with_state(docs.clone())
+                    .layer(swagger_ui.clone()),
             )
             .route(
                 "/docs/{*file}",
-                get(swagger_ui)
+                get(self::swagger_ui)
                     .fallback(method_not_allowed)
-                    .with_state(docs),
+                    .with_state(docs)
+                    .layer(swagger_ui),
             );
     }
     if plan.metrics.enabled {
-        router = router.route(METRICS_PATH, get(prometheus).fallback(method_not_allowed));
+        router = router.route(
+            METRICS_PATH,
+            get(prometheus)
+                .fallback(method_not_allowed)
+                .layer(labelled(METRICS_PATH)),
+        );
     }
     router
-        .route(HEALTH_PATH, get(health).fallback(method_not_allowed))
+        .route(
+            HEALTH_PATH,
+            get(health)
+                .fallback(method_not_allowed)
+                .layer(labelled(HEALTH_PATH)),
+        )
         .route(
             READY_PATH,
             get(ready)
                 .fallback(method_not_allowed)
-                .with_state(readiness),
+                .with_state(readiness)
+                .layer(labelled(READY_PATH)),
         )
+}
+
+/// Counts and logs a built-in endpoint's requests under its own path, as a route's are under
+/// its template (instead of `route="unrouted"`).
+fn labelled(path: &str) -> Labelled {
+    Labelled(Arc::new(metrics::RouteMetrics::new(path.into())))
+}
+
+#[derive(Clone)]
+struct Labelled(Arc<metrics::RouteMetrics>);
+
+impl<S> tower::Layer<S> for Labelled {
+    type Service = LabelledService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LabelledService {
+            inner,
+            route: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct LabelledService<S> {
+    inner: S,
+    route: Arc<metrics::RouteMetrics>,
+}
+
+impl<S: tower::Service<axum::extract::Request>> tower::Service<axum::extract::Request>
+    for LabelledService<S>
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        if let Some(notes) = Notes::of(request.extensions()) {
+            notes.route(&self.route);
+        }
+        self.inner.call(request)
+    }
 }
 
 async fn health() -> Response {

@@ -377,6 +377,44 @@ async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
 }
 
 #[tokio::test]
+async fn built_in_endpoints_are_counted_and_logged_under_their_own_paths() {
+    let gateway = Process::start("").await;
+    for path in ["/health", "/ready", "/health"] {
+        let response = client()
+            .get(gateway.url(path))
+            .header("x-request-id", format!("builtin-{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    gateway.access_event_count(3).await;
+    assert_eq!(
+        gateway.access_event("builtin-/ready").await["route"],
+        "/ready"
+    );
+    let text = client()
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = parse_prometheus(&text);
+    let count = |route: &str| {
+        sample_sum(
+            &samples,
+            "proxyfn_requests_total",
+            &[("route", route), ("status", "2xx")],
+        )
+    };
+    assert_eq!(count("/health"), 2.0, "{text}");
+    assert_eq!(count("/ready"), 1.0, "{text}");
+    assert_eq!(count("unrouted"), 0.0, "{text}");
+}
+
+#[tokio::test]
 async fn log_level_comes_from_the_config_and_redacted_fields_never_reach_the_log() {
     let upstream = Upstream::echo().await;
     let dir = tempfile::tempdir().unwrap();
