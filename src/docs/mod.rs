@@ -44,7 +44,7 @@ const GATEWAY_RESPONSES: &[(&str, &str, &str)] = &[
     (
         "BadRequest",
         "400",
-        "The request body is invalid (problem+json, with `errors`).",
+        "The path is not in normalized form (`invalid-path`: `//`, `.`, `..`, an encoded `/`), or the body does not match the route's schema (`invalid-body`, with `errors`).",
     ),
     ("Unauthorized", "401", "Missing or invalid credentials."),
     ("Forbidden", "403", "The credentials lack a required scope."),
@@ -150,12 +150,18 @@ fn build(plan: &Plan) -> OpenApi {
     // Routes sharing a path template become one path item; a versioned route is listed under
     // its version prefix (`/v2/things`), the form that needs no header.
     let mut items: BTreeMap<String, PathItem> = BTreeMap::new();
-    for (index, route) in plan.routes.iter().enumerate() {
+    let mut operation_ids = std::collections::HashSet::new();
+    for route in plan.routes.iter() {
         let (path, parameters) = path_and_parameters(&route.public_path());
-        let item = items.entry(path).or_default();
-        for method in methods(route) {
-            if let Some(slot @ None) = item_operation(item, &method) {
-                *slot = Some(operation(index, route, &method, &parameters));
+        let methods = methods(route);
+        let item = items.entry(path.clone()).or_default();
+        for method in &methods {
+            if let Some(slot @ None) = item_operation(item, method) {
+                let id = unique(
+                    &mut operation_ids,
+                    operation_id(route, method, methods.len(), &path),
+                );
+                *slot = Some(operation(plan, route, method, id, &parameters));
             }
         }
     }
@@ -220,14 +226,20 @@ fn builtin_paths(plan: &Plan) -> Vec<(&'static str, PathItem)> {
     paths
 }
 
+/// A route's operation for `method`. `operation_id` is unique in the document.
 fn operation(
-    index: usize,
+    plan: &Plan,
     route: &RoutePlan,
     method: &Method,
-    parameters: &[String],
+    operation_id: String,
+    parameters: &[Parameter],
 ) -> utoipa::openapi::path::Operation {
-    let description = match &route.action {
-        RouteAction::Proxy { upstream, .. } => format!("Forwarded to upstream `{upstream}`."),
+    let show_upstreams = plan.docs.show_upstreams;
+    let derived = match &route.action {
+        RouteAction::Proxy { upstream, .. } if show_upstreams => {
+            format!("Forwarded to upstream `{upstream}`.")
+        }
+        RouteAction::Proxy { .. } => "Forwarded to a backend service.".to_owned(),
         RouteAction::Mock(_) => "Answered by the gateway itself.".to_owned(),
         RouteAction::Aggregate { backends, .. } => format!(
             "Aggregates {} in parallel into one JSON object (`X-Proxyfn-Completed: false` when some were left out).",
@@ -237,28 +249,39 @@ fn operation(
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        RouteAction::Aws(aws) => aws_description(aws, method),
+        RouteAction::Aws(aws) => aws_description(aws, method, show_upstreams),
+    };
+    let description = match &route.docs.description {
+        Some(own) => format!("{own}\n\n{derived}"),
+        None => derived,
     };
     let mut op = OperationBuilder::new()
-        .operation_id(Some(format!(
-            "{}_route{index}",
-            method.as_str().to_ascii_lowercase()
-        )))
-        .description(Some(description))
-        .tag("routes");
+        .operation_id(Some(operation_id))
+        .summary(route.docs.summary.clone())
+        .description(Some(description));
+    if route.docs.tags.is_empty() {
+        op = op.tag("routes");
+    }
+    for tag in &route.docs.tags {
+        op = op.tag(tag.clone());
+    }
     if route.deprecation.is_some() {
         op = op.deprecated(Some(utoipa::openapi::Deprecated::True));
     }
-    for name in parameters {
-        op = op.parameter(
-            ParameterBuilder::new()
-                .name(name)
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
-        );
+    for parameter in parameters {
+        let mut schema = ObjectBuilder::new().schema_type(Type::String);
+        let mut builder = ParameterBuilder::new()
+            .name(&parameter.name)
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True);
+        if parameter.catch_all {
+            schema = schema.min_length(Some(1));
+            builder = builder.description(Some(CATCH_ALL));
+        }
+        op = op.parameter(builder.schema(Some(schema)));
     }
-    let mut refusals: Vec<(&str, &str)> = vec![];
+    // Every route can refuse a path that is not in normalized form (`invalid-path`).
+    let mut refusals: Vec<(&str, &str)> = vec![("400", "BadRequest")];
     if let Some(schema) = &route.request_schema
         && carries_body(method)
     {
@@ -273,7 +296,6 @@ fn operation(
                 )
                 .build(),
         ));
-        refusals.push(("400", "BadRequest"));
         refusals.push(("415", "UnsupportedMediaType"));
     }
     if !route.auth.is_empty() {
@@ -307,17 +329,47 @@ fn operation(
         }
     }
     refusals.push(("504", "GatewayTimeout"));
-    let mut default = ResponseBuilder::new().description(match route.action {
-        RouteAction::Proxy { .. } => "The upstream's response.",
-        RouteAction::Mock(_) => "The configured response.",
-        RouteAction::Aggregate { .. } => "The merged JSON of the backends.",
-        RouteAction::Aws(_) => "The AWS service's answer, as JSON (or the object, for S3 reads).",
-    });
-    if !route.rate_limits.is_empty() {
-        default = rate_limit_headers(default);
+    if let RouteAction::Mock(mock) = &route.action {
+        // The answer is known: its status, content type and body.
+        let mut answer = ResponseBuilder::new().description("The configured response.");
+        // Without a configured `content-type` the answer has none: any media type.
+        let content_type = mock.content_type().unwrap_or("*/*");
+        let mut content = ContentBuilder::new();
+        if !mock.body().is_empty() {
+            let example = match std::str::from_utf8(mock.body()) {
+                Ok(text) if content_type.contains("json") => {
+                    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+                }
+                Ok(text) => Value::String(text.to_owned()),
+                Err(_) => Value::String(format!("({} bytes)", mock.body().len())),
+            };
+            content = content.example(Some(example));
+        }
+        answer = answer.content(content_type, content.build());
+        if !route.rate_limits.is_empty() {
+            answer = rate_limit_headers(answer);
+        }
+        op = op.response(mock.status().as_str(), answer.build());
+    } else {
+        let mut default = ResponseBuilder::new().description(match route.action {
+            RouteAction::Proxy { .. } => "The upstream's response.",
+            RouteAction::Mock(_) => "The configured response.",
+            RouteAction::Aggregate { .. } => "The merged JSON of the backends.",
+            RouteAction::Aws(_) => {
+                "The AWS service's answer, as JSON (or the object, for S3 reads)."
+            }
+        });
+        if !route.rate_limits.is_empty() {
+            default = rate_limit_headers(default);
+        }
+        op = op.response("default", default.build());
     }
-    op = op.response("default", default.build());
     for (status, name) in refusals {
+        if let RouteAction::Mock(mock) = &route.action
+            && mock.status().as_str() == status
+        {
+            continue;
+        }
         op = op.response(status, Ref::from_response_name(name));
     }
     op.build()
@@ -441,15 +493,31 @@ fn add_request_schemas(plan: &Plan, document: &mut Value) {
 }
 
 /// `/files/{*rest}` becomes `/files/{rest}`: OpenAPI templates have no wildcard form.
-fn path_and_parameters(path: &str) -> (String, Vec<String>) {
+/// A path parameter; `catch_all` for `{*rest}`, which takes several segments.
+struct Parameter {
+    name: String,
+    catch_all: bool,
+}
+
+/// What a catch-all parameter's description says: the limits of sending several segments.
+const CATCH_ALL: &str = "The rest of the path: one or more segments separated by `/`. A `/` \
+    inside a segment cannot be sent encoded (`%2F` is refused with 400 `invalid-path`), and \
+    Swagger UI's \"Try it out\" encodes every `/` in a value, so it can only send one segment \
+    here; send longer paths with curl or your client as they are.";
+
+fn path_and_parameters(path: &str) -> (String, Vec<Parameter>) {
     let mut parameters = Vec::new();
     let segments: Vec<String> = path
         .split('/')
         .map(
             |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
                 Some(name) => {
+                    let catch_all = name.starts_with('*');
                     let name = name.trim_start_matches('*');
-                    parameters.push(name.to_owned());
+                    parameters.push(Parameter {
+                        name: name.to_owned(),
+                        catch_all,
+                    });
                     format!("{{{name}}}")
                 }
                 None => segment.to_owned(),
@@ -459,58 +527,110 @@ fn path_and_parameters(path: &str) -> (String, Vec<String>) {
     (segments.join("/"), parameters)
 }
 
+/// The route's `name` (with the method when it serves several), else the method and the
+/// path: `get_users_id` for `GET /users/{id}`. Neither depends on the route's place in the
+/// file, so generated clients keep their method names when routes are reordered.
+fn operation_id(route: &RoutePlan, method: &Method, methods: usize, path: &str) -> String {
+    let method = method.as_str().to_ascii_lowercase();
+    if let Some(name) = &route.docs.name {
+        return if methods > 1 {
+            format!("{name}_{method}")
+        } else {
+            name.clone()
+        };
+    }
+    let mut id = method;
+    for word in path
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|word| !word.is_empty())
+    {
+        id.push('_');
+        id.push_str(word);
+    }
+    if path == "/" {
+        id.push_str("_root");
+    }
+    id
+}
+
+/// `id`, or `id_2`, `id_3`... when taken (two paths that differ only in punctuation).
+fn unique(taken: &mut std::collections::HashSet<String>, id: String) -> String {
+    let mut candidate = id.clone();
+    let mut n = 2;
+    while !taken.insert(candidate.clone()) {
+        candidate = format!("{id}_{n}");
+        n += 1;
+    }
+    candidate
+}
+
 /// What an AWS route does, for its operation's description.
-fn aws_description(action: &crate::aws::config::AwsAction, method: &Method) -> String {
+fn aws_description(
+    action: &crate::aws::config::AwsAction,
+    method: &Method,
+    show_names: bool,
+) -> String {
     use crate::aws::config::{AwsAction, DynamoOperation};
+    // "SQS queue `orders`" with `docs.show_upstreams`, else "an SQS queue".
+    let named = |article: &str, what: &str, name: &str| {
+        if show_names {
+            format!("{what} `{name}`")
+        } else {
+            format!("{article} {what}")
+        }
+    };
     match action {
         AwsAction::Sqs(sqs) => format!(
-            "Sends the body to SQS queue `{}`: 202 with `message_id`.",
-            sqs.queue_url
+            "Sends the body to {}: 202 with `message_id`.",
+            named("an", "SQS queue", &sqs.queue_url)
         ),
         AwsAction::Sns(sns) => format!(
-            "Publishes the body to SNS topic `{}`: 202 with `message_id`.",
-            sns.topic_arn
+            "Publishes the body to {}: 202 with `message_id`.",
+            named("an", "SNS topic", &sns.topic_arn)
         ),
         AwsAction::S3(s3) => match *method {
             Method::PUT => format!(
-                "Stores the body as an object of S3 bucket `{}`: 201 with its ETag.",
-                s3.bucket
+                "Stores the body as an object of {}: 201 with its ETag.",
+                named("an", "S3 bucket", &s3.bucket)
             ),
-            Method::DELETE => format!("Deletes an object of S3 bucket `{}`: 204.", s3.bucket),
+            Method::DELETE => format!(
+                "Deletes an object of {}: 204.",
+                named("an", "S3 bucket", &s3.bucket)
+            ),
             _ => format!(
-                "Reads an object of S3 bucket `{}` (`Range` gives 206); 404 when missing.",
-                s3.bucket
+                "Reads an object of {} (`Range` gives 206); 404 when missing.",
+                named("an", "S3 bucket", &s3.bucket)
             ),
         },
         AwsAction::DynamoDb(dynamodb) => match dynamodb.operation_for(method) {
             DynamoOperation::Get => format!(
-                "Reads an item of DynamoDB table `{}` as JSON; 404 when missing.",
-                dynamodb.table
+                "Reads an item of {} as JSON; 404 when missing.",
+                named("a", "DynamoDB table", &dynamodb.table)
             ),
             DynamoOperation::Put => format!(
-                "Writes the JSON body as an item of DynamoDB table `{}`: 201.",
-                dynamodb.table
+                "Writes the JSON body as an item of {}: 201.",
+                named("a", "DynamoDB table", &dynamodb.table)
             ),
             DynamoOperation::Delete => format!(
-                "Deletes an item of DynamoDB table `{}`: 204.",
-                dynamodb.table
+                "Deletes an item of {}: 204.",
+                named("a", "DynamoDB table", &dynamodb.table)
             ),
             DynamoOperation::Query => format!(
-                "Queries DynamoDB table `{}` on its partition key: `items`, and a `cursor` for `?cursor=` when there are more.",
-                dynamodb.table
+                "Queries {} on its partition key: `items`, and a `cursor` for `?cursor=` when there are more.",
+                named("a", "DynamoDB table", &dynamodb.table)
             ),
         },
         AwsAction::Kinesis(kinesis) => format!(
-            "Puts the body on Kinesis stream `{}`: 202 with `sequence_number` and `shard_id`.",
-            kinesis.stream
+            "Puts the body on {}: 202 with `sequence_number` and `shard_id`.",
+            named("a", "Kinesis stream", &kinesis.stream)
         ),
         AwsAction::EventBridge(events) => format!(
-            "Puts an event with the JSON body as its detail on EventBridge bus `{}`: 202 with `event_id`.",
-            events.event_bus
+            "Puts an event with the JSON body as its detail on {}: 202 with `event_id`.",
+            named("an", "EventBridge bus", &events.event_bus)
         ),
         AwsAction::StepFunctions(sfn) => format!(
-            "Starts an execution of state machine `{}` with the JSON body as input: 202 with `execution_arn`.",
-            sfn.state_machine_arn
+            "Starts an execution of {} with the JSON body as input: 202 with `execution_arn`.",
+            named("a", "Step Functions state machine", &sfn.state_machine_arn)
         ),
     }
 }
@@ -523,6 +643,10 @@ mod tests {
     fn wildcards_become_plain_path_parameters() {
         let (path, params) = path_and_parameters("/files/{id}/{*rest}");
         assert_eq!(path, "/files/{id}/{rest}");
-        assert_eq!(params, ["id", "rest"]);
+        let names: Vec<_> = params
+            .iter()
+            .map(|p| (p.name.as_str(), p.catch_all))
+            .collect();
+        assert_eq!(names, [("id", false), ("rest", true)]);
     }
 }

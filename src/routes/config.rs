@@ -86,6 +86,10 @@ pub fn routes(routes: &[RouteConfig], names: &Names<'_>, problems: &mut Problems
         .enumerate()
         .map(|(index, route)| plan(index, route, names, problems))
         .collect();
+    crate::docs::config::unique_names(
+        routes.iter().map(|r| r.name.as_deref()).enumerate(),
+        problems,
+    );
     let mut ignored = Problems::default();
     let methods: Vec<Option<Vec<Method>>> = routes
         .iter()
@@ -175,6 +179,16 @@ fn check_methods(
 pub struct RouteConfig {
     /// axum path syntax: `/users/{id}`, `/files/{*rest}`.
     pub path: String,
+    /// The route's name in the OpenAPI document: its operationId (with the method appended
+    /// when it serves several), stable when routes are reordered.
+    pub name: Option<String>,
+    /// The operation's summary in the OpenAPI document.
+    pub summary: Option<String>,
+    /// The operation's description in the OpenAPI document (Markdown).
+    pub description: Option<String>,
+    /// The operation's tags in the OpenAPI document (Swagger UI groups by them).
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Allowed methods; omitted means any. GET implies HEAD.
     pub methods: Option<Vec<String>>,
     /// Name of an `[upstreams.NAME]` to forward to.
@@ -336,6 +350,8 @@ pub struct RoutePlan {
     pub version: Option<String>,
     pub deprecation: Option<super::version::config::Deprecation>,
     pub cache: Option<RouteCacheSettings>,
+    /// What the OpenAPI document says of it beyond what the gateway derives.
+    pub docs: crate::docs::config::RouteDocs,
 }
 
 #[derive(Clone, Debug)]
@@ -564,6 +580,15 @@ fn plan(
         )
     });
 
+    let docs = crate::docs::config::route_docs(
+        &key,
+        route.name.as_deref(),
+        route.summary.as_deref(),
+        route.description.as_deref(),
+        &route.tags,
+        problems,
+    );
+
     (problems.count() == before).then_some(())?;
     Some(RoutePlan {
         path: route.path.clone(),
@@ -580,6 +605,7 @@ fn plan(
         version: route.version.clone(),
         deprecation,
         cache,
+        docs,
     })
 }
 

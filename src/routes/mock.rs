@@ -13,6 +13,21 @@ pub struct MockRoute {
 }
 
 impl MockRoute {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The configured `content-type`, when it has one.
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+    }
+
     /// The configured response; the body is shared, not copied.
     pub fn response(&self) -> Response {
         let mut response = Response::new(Body::from(self.body.clone()));

@@ -263,3 +263,110 @@ async fn swagger_ui_assets_are_sent_uncompressed_to_clients_that_do_not_accept_g
         );
     }
 }
+
+/// The document `proxyfn openapi` prints for `config`.
+fn document_of(config: &str) -> Value {
+    let file = ConfigFile::new(config);
+    let output = file.run(&["openapi"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let document: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_valid_openapi_31(&document);
+    document
+}
+
+const TWO_ROUTES: [&str; 2] = [
+    "[[routes]]\npath = \"/orders/{id}\"\nmethods = [\"GET\", \"DELETE\"]\nupstream = \"backend\"\n\
+     name = \"order\"\nsummary = \"One order\"\ndescription = \"The order with its lines.\"\ntags = [\"orders\"]\n",
+    "[[routes]]\npath = \"/users/{*rest}\"\nmethods = [\"GET\"]\nupstream = \"backend\"\n",
+];
+
+#[test]
+fn operation_ids_come_from_names_or_paths_and_survive_reordering_routes() {
+    let upstream = "[upstreams.backend]\nurl = \"http://10.0.0.7:9001\"\n";
+    let forward = document_of(&format!("{upstream}{}{}", TWO_ROUTES[0], TWO_ROUTES[1]));
+    let reversed = document_of(&format!("{upstream}{}{}", TWO_ROUTES[1], TWO_ROUTES[0]));
+    for document in [&forward, &reversed] {
+        let order = &document["paths"]["/orders/{id}"];
+        assert_eq!(order["get"]["operationId"], "order_get");
+        assert_eq!(order["delete"]["operationId"], "order_delete");
+        assert_eq!(order["get"]["summary"], "One order");
+        assert!(
+            order["get"]["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("The order with its lines.")
+        );
+        assert_eq!(order["get"]["tags"], serde_json::json!(["orders"]));
+        let users = &document["paths"]["/users/{rest}"]["get"];
+        assert_eq!(users["operationId"], "get_users_rest");
+        assert_eq!(users["tags"], serde_json::json!(["routes"]));
+        let rest = &users["parameters"][0];
+        assert!(
+            rest["description"].as_str().unwrap().contains("%2F"),
+            "a catch-all says what cannot be sent: {rest}"
+        );
+        for operation in [&order["get"], users] {
+            assert_eq!(
+                operation["responses"]["400"]["$ref"], "#/components/responses/BadRequest",
+                "every route can answer invalid-path"
+            );
+        }
+    }
+    assert_eq!(forward["paths"], reversed["paths"]);
+}
+
+#[test]
+fn upstream_names_and_aws_resources_are_published_only_with_show_upstreams() {
+    let config = |show: bool| {
+        format!(
+            "[docs]\nshow_upstreams = {show}\n\
+             [upstreams.billing-internal]\nurl = \"http://10.0.0.7:9001\"\n\
+             [[routes]]\npath = \"/bills\"\nupstream = \"billing-internal\"\n\
+             [[routes]]\npath = \"/orders\"\nsqs = {{ queue_url = \"https://sqs.eu-west-1.amazonaws.com/123456789012/orders-internal\" }}\n"
+        )
+    };
+    let hidden = document_of(&config(false)).to_string();
+    assert!(!hidden.contains("billing-internal"), "{hidden}");
+    assert!(!hidden.contains("orders-internal"), "{hidden}");
+    assert!(!hidden.contains("10.0.0.7"));
+    let shown = document_of(&config(true)).to_string();
+    assert!(shown.contains("billing-internal"));
+    assert!(shown.contains("orders-internal"));
+}
+
+#[test]
+fn a_mock_route_documents_its_status_content_type_and_body() {
+    let document = document_of(
+        "[[routes]]\npath = \"/status\"\nmethods = [\"GET\"]\n\
+         response = { status = 202, body = '{\"ok\":true}', headers = { \"content-type\" = \"application/json\" } }\n",
+    );
+    let responses = &document["paths"]["/status"]["get"]["responses"];
+    assert!(responses.get("default").is_none(), "{responses}");
+    let answer = &responses["202"]["content"]["application/json"];
+    assert_eq!(answer["example"], serde_json::json!({ "ok": true }));
+}
+
+#[test]
+fn check_refuses_a_route_name_that_is_taken_or_not_an_identifier() {
+    let file = ConfigFile::new(
+        "[[routes]]\npath = \"/a\"\nname = \"same\"\nresponse = {}\n\
+         [[routes]]\npath = \"/b\"\nname = \"same\"\nresponse = {}\n\
+         [[routes]]\npath = \"/c\"\nname = \"has space\"\nresponse = {}\n\
+         [[routes]]\npath = \"/d\"\ntags = [\" \"]\nresponse = {}\n",
+    );
+    let output = file.run(&["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for key in [
+        "routes[1] (/b).name",
+        "routes[2] (/c).name",
+        "routes[3] (/d).tags[0]",
+    ] {
+        assert!(stderr.contains(key), "{key}: {stderr}");
+    }
+    assert!(!stderr.contains("routes[0] (/a).name"), "{stderr}");
+}
