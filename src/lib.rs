@@ -85,6 +85,8 @@ pub enum Runtime {
 pub struct App {
     pub plan: Plan,
     pub router: Router,
+    /// With `server.admin_listen`: the operational endpoints, which then leave `router`.
+    pub admin_router: Option<Router>,
     /// Makes each request's context where a runtime receives it.
     pub entry: Entry,
     /// The upstreams, for work outside requests (server-mode health checks).
@@ -117,22 +119,23 @@ impl App {
         );
         let entry = Entry::new(&plan.server);
         let aws = aws::Aws::new(&plan.aws, plan.routes.iter()).await?;
-        let router = wrap(
-            routes::router(
-                &plan,
-                &upstreams,
-                &providers,
-                &limiter,
-                &cache,
-                aws.as_ref(),
-            )?,
+        let routers = routes::router(
             &plan,
-            &entry,
-            trust,
-        );
+            &upstreams,
+            &providers,
+            &limiter,
+            &cache,
+            aws.as_ref(),
+        )?;
+        // The admin listener's requests pass through the same layers as the public ones.
+        let admin_router = routers
+            .admin
+            .map(|admin| wrap(admin, &plan, &entry, trust.clone()));
+        let router = wrap(routers.public, &plan, &entry, trust);
         Ok(Self {
             plan,
             router,
+            admin_router,
             entry,
             upstreams: upstreams.into_values().collect(),
         })

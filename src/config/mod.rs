@@ -38,6 +38,7 @@ pub struct Config {
     pub log: crate::observability::config::LogConfig,
     pub metrics: crate::observability::config::MetricsConfig,
     pub docs: crate::docs::config::DocsConfig,
+    pub endpoints: crate::routes::builtin::config::EndpointsConfig,
     pub compression: crate::compression::CompressionConfig,
     pub versioning: crate::routes::version::config::VersioningConfig,
     pub cache: crate::cache::config::CacheConfig,

@@ -84,16 +84,25 @@ impl Plan {
             .map(|settings| CorsLayer::new(&settings));
         let lambda = crate::runtime::config::lambda_settings(&config.lambda, &mut problems);
         let aws = crate::aws::config::settings(&config.aws, &mut problems);
-        let builtins = Builtins {
-            metrics: config.metrics.enabled,
-            docs: config.docs.enabled,
-        };
+        let jwt: Vec<&str> = config.auth.jwt.keys().map(String::as_str).collect();
+        let api_keys: Vec<&str> = config.auth.api_keys.keys().map(String::as_str).collect();
+        let builtins = crate::routes::builtin::config::settings(
+            &config.endpoints,
+            &crate::routes::builtin::config::Context {
+                metrics_enabled: config.metrics.enabled,
+                docs_enabled: config.docs.enabled,
+                admin: server.as_ref().is_some_and(|s| s.admin_listen.is_some()),
+                jwt: &jwt,
+                api_keys: &api_keys,
+            },
+            &mut problems,
+        );
         let names = Names {
             upstreams: config.upstreams.keys().map(String::as_str).collect(),
-            jwt: config.auth.jwt.keys().map(String::as_str).collect(),
-            api_keys: config.auth.api_keys.keys().map(String::as_str).collect(),
+            jwt: jwt.clone(),
+            api_keys: api_keys.clone(),
             policies: &config.rate_limits,
-            builtins,
+            builtins: &builtins,
             base_dir: config.base_dir.as_deref(),
         };
         let routes = crate::routes::config::routes(&config.routes, &names, &mut problems);

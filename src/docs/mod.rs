@@ -30,7 +30,7 @@ use crate::{
     auth::config::{KeyLocation, ProviderRef},
     config::Plan,
     routes::{
-        builtin::{DOCS_PATH, METRICS_PATH, OPENAPI_PATH},
+        builtin::Endpoint,
         config::{RouteAction, RoutePlan},
     },
 };
@@ -177,26 +177,43 @@ fn build(plan: &Plan) -> OpenApi {
         .build()
 }
 
-fn builtin_paths(plan: &Plan) -> Vec<(&'static str, PathItem)> {
-    let get = |summary: &str, content_type: &str| {
-        PathItem::new(
-            HttpMethod::Get,
-            OperationBuilder::new()
-                .summary(Some(summary))
-                .tag("gateway")
-                .response(
-                    "200",
-                    ResponseBuilder::new()
-                        .description("OK")
-                        .content(content_type, ContentBuilder::new().build())
-                        .build(),
-                ),
+/// The built-in endpoints served with the routes, at their configured paths (those on the
+/// admin listener are not part of the public API).
+fn builtin_paths(plan: &Plan) -> Vec<(String, PathItem)> {
+    let builtins = &plan.builtins;
+    let get = |endpoint: &Endpoint, summary: &str, content_type: &str| {
+        let mut operation = OperationBuilder::new()
+            .summary(Some(summary))
+            .tag("gateway")
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("OK")
+                    .content(content_type, ContentBuilder::new().build())
+                    .build(),
+            );
+        for provider in &endpoint.auth {
+            operation = operation.security(SecurityRequirement::new(
+                scheme_name(provider),
+                endpoint.scopes.clone(),
+            ));
+        }
+        if !endpoint.auth.is_empty() {
+            operation = operation.response("401", Ref::from_response_name("Unauthorized"));
+        }
+        (
+            endpoint.path.clone(),
+            PathItem::new(HttpMethod::Get, operation),
         )
     };
-    let mut paths = vec![
-        ("/health", get("Liveness and version", "application/json")),
-        ("/ready", {
-            let mut item = get(
+    let mut paths = Vec::new();
+    if !builtins.admin {
+        if let Some(health) = &builtins.health {
+            paths.push(get(health, "Liveness and version", "application/json"));
+        }
+        if let Some(ready) = &builtins.ready {
+            let (path, mut item) = get(
+                ready,
                 "Readiness: each routed upstream's health",
                 "application/json",
             );
@@ -210,18 +227,19 @@ fn builtin_paths(plan: &Plan) -> Vec<(&'static str, PathItem)> {
                     ),
                 );
             }
-            item
-        }),
-    ];
-    if plan.metrics.enabled {
-        paths.push((
-            METRICS_PATH,
-            get("Prometheus metrics (server mode)", "text/plain"),
-        ));
+            paths.push((path, item));
+        }
+        if let Some(metrics) = &builtins.metrics {
+            paths.push(get(
+                metrics,
+                "Prometheus metrics (server mode)",
+                "text/plain",
+            ));
+        }
     }
-    if plan.docs.enabled {
-        paths.push((OPENAPI_PATH, get("This document", "application/json")));
-        paths.push((DOCS_PATH, get("Swagger UI", "text/html")));
+    if let (Some(openapi), Some(docs)) = (&builtins.openapi, &builtins.docs) {
+        paths.push(get(openapi, "This document", "application/json"));
+        paths.push(get(docs, "Swagger UI", "text/html"));
     }
     paths
 }

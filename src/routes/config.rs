@@ -25,7 +25,7 @@ pub struct Names<'a> {
     pub jwt: Vec<&'a str>,
     pub api_keys: Vec<&'a str>,
     pub policies: &'a BTreeMap<String, RateLimitPolicyConfig>,
-    pub builtins: Builtins,
+    pub builtins: &'a Builtins,
     /// Where relative paths (`request_schema`) start.
     pub base_dir: Option<&'a Path>,
 }
@@ -716,12 +716,23 @@ fn route_auth(
             "list at least one provider, or omit the key for a public route",
         );
     }
+    provider_refs(key, entries, &names.jwt, &names.api_keys, problems)
+}
+
+/// `auth` entries (`jwt:NAME`, `api_key:NAME`) naming configured providers; `key` is the
+/// table holding the `auth` key (a route, a built-in endpoint).
+pub(crate) fn provider_refs(
+    key: &str,
+    entries: &[String],
+    jwt: &[&str],
+    api_keys: &[&str],
+    problems: &mut Problems,
+) -> Vec<ProviderRef> {
     let known = || {
-        let known: Vec<String> = names
-            .jwt
+        let known: Vec<String> = jwt
             .iter()
             .map(|n| format!("jwt:{n}"))
-            .chain(names.api_keys.iter().map(|n| format!("api_key:{n}")))
+            .chain(api_keys.iter().map(|n| format!("api_key:{n}")))
             .collect();
         if known.is_empty() {
             "none defined".to_owned()
@@ -734,10 +745,10 @@ fn route_auth(
         .enumerate()
         .filter_map(|(i, entry)| {
             let found = match entry.split_once(':') {
-                Some(("jwt", name)) if names.jwt.contains(&name) => {
+                Some(("jwt", name)) if jwt.contains(&name) => {
                     Some(ProviderRef::Jwt(name.to_owned()))
                 }
-                Some(("api_key", name)) if names.api_keys.contains(&name) => {
+                Some(("api_key", name)) if api_keys.contains(&name) => {
                     Some(ProviderRef::ApiKey(name.to_owned()))
                 }
                 _ => None,

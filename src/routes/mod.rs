@@ -44,7 +44,7 @@ use crate::{
     upstream::Upstream,
 };
 
-/// Builds the router of built-in endpoints and configured routes.
+/// Builds the routers of built-in endpoints and configured routes.
 pub fn router(
     plan: &Plan,
     upstreams: &BTreeMap<String, Upstream>,
@@ -52,7 +52,7 @@ pub fn router(
     limiter: &RateLimiter,
     cache: &ResponseCache,
     aws: Option<&Aws>,
-) -> Result<Router, ConfigError> {
+) -> Result<Routers, ConfigError> {
     let services = Services {
         upstreams,
         providers,
@@ -77,9 +77,21 @@ pub fn router(
             }
         }
     }
-    Ok(builtin::router(plan, routed)
-        .fallback(dispatch)
-        .with_state(table))
+    let (builtins, admin) = builtin::routers(plan, routed, providers);
+    Ok(Routers {
+        public: builtins
+            .with_state::<Arc<RouteTable>>(())
+            .fallback(dispatch)
+            .with_state(table),
+        admin,
+    })
+}
+
+/// The router of the routes and the public built-ins, and with `server.admin_listen` the
+/// admin listener's.
+pub struct Routers {
+    pub public: Router,
+    pub admin: Option<Router>,
 }
 
 /// What routes are built with: the clients and stores of the app.

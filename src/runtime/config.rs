@@ -15,6 +15,9 @@ use crate::config::{ByteSize, HumanDuration, Problems, parse_header_name};
 pub struct ServerConfig {
     /// Address to listen on in server mode. `PORT` overrides the port.
     pub listen: String,
+    /// Server mode: a second address serving only the operational endpoints (`/health`,
+    /// `/ready`, `/metrics`), which then leave the public listener.
+    pub admin_listen: Option<String>,
     /// Requests with a larger body get 413.
     pub body_limit: ByteSize,
     /// Requests whose header section (names + values) is larger get 431.
@@ -55,6 +58,7 @@ impl Default for ServerConfig {
         use std::time::Duration;
         Self {
             listen: "127.0.0.1:8080".into(),
+            admin_listen: None,
             body_limit: ByteSize(10 << 20),
             header_limit: ByteSize(32 << 10),
             timeout: HumanDuration(Duration::from_secs(29)),
@@ -117,6 +121,7 @@ pub enum ResponseMode {
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
     pub body_limit: u64,
     pub header_limit: usize,
     pub timeout: Duration,
@@ -158,6 +163,19 @@ pub fn server_settings(server: &ServerConfig, problems: &mut Problems) -> Option
     let listen = resolve_listen(&server.listen)
         .map_err(|message| problems.add("server.listen", message))
         .ok();
+    let admin_listen = server.admin_listen.as_deref().and_then(|admin| {
+        resolve_listen(admin)
+            .map_err(|message| problems.add("server.admin_listen", message))
+            .ok()
+    });
+    if let (Some(public), Some(admin)) = (listen, admin_listen)
+        && public == admin
+    {
+        problems.add(
+            "server.admin_listen",
+            "must differ from server.listen: the admin endpoints leave the public listener",
+        );
+    }
     if server.timeout.0.is_zero() {
         problems.add("server.timeout", "must be greater than zero");
     }
@@ -236,6 +254,7 @@ pub fn server_settings(server: &ServerConfig, problems: &mut Problems) -> Option
         .collect();
     Some(ServerSettings {
         listen: listen?,
+        admin_listen,
         body_limit: server.body_limit.0,
         header_limit,
         timeout: server.timeout.0,

@@ -97,9 +97,33 @@ pub fn run(
                     })?;
                 let bound = listener.local_addr().map_or(listen, |addr| addr);
                 tracing::info!(listen = %bound, "listening");
-                server::serve(listener, app, server::shutdown_signal())
-                    .await
-                    .map_err(|error| error.to_string())
+                let admin = match admin_app(&app) {
+                    Some(admin) => {
+                        let listen = admin.plan.server.listen;
+                        let listener =
+                            tokio::net::TcpListener::bind(listen)
+                                .await
+                                .map_err(|error| {
+                                    Stopped::Failed(format!(
+                                        "cannot listen on {listen} (server.admin_listen): {error}"
+                                    ))
+                                })?;
+                        let bound = listener.local_addr().map_or(listen, |addr| addr);
+                        tracing::info!(admin_listen = %bound, "admin endpoints listening");
+                        Some((listener, admin))
+                    }
+                    None => None,
+                };
+                let public = server::serve(listener, app, server::shutdown_signal());
+                match admin {
+                    Some((listener, admin)) => tokio::try_join!(
+                        public,
+                        server::serve(listener, admin, server::shutdown_signal())
+                    )
+                    .map(|_| ()),
+                    None => public.await,
+                }
+                .map_err(|error| error.to_string())
             }
         };
         #[cfg(feature = "otlp")]
@@ -108,6 +132,23 @@ pub fn run(
             tracing::error!(%error, "proxyfn stopped with an error");
             Stopped::Failed(error)
         })
+    })
+}
+
+/// The admin listener's app (`server.admin_listen`): the operational endpoints on one
+/// worker, with no health checks or log buffer of its own (the public server runs those).
+fn admin_app(app: &App) -> Option<App> {
+    let router = app.admin_router.clone()?;
+    let mut plan = app.plan.clone();
+    plan.server.listen = plan.server.admin_listen?;
+    plan.server.configured_workers = Some(1);
+    plan.log.buffer = None;
+    Some(App {
+        plan,
+        router,
+        admin_router: None,
+        entry: app.entry.clone(),
+        upstreams: Vec::new(),
     })
 }
 

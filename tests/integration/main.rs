@@ -29,6 +29,7 @@ mod cli;
 mod compression;
 mod cors;
 mod docs;
+mod endpoints;
 mod lambda;
 mod lambda_events;
 mod lambda_stream;

@@ -19,7 +19,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, json};
 
+use axum::routing::MethodRouter;
+
 use crate::{
+    auth::{Providers, RoutePolicy},
     config::Plan,
     context::RequestContext,
     error::Error,
@@ -27,41 +30,9 @@ use crate::{
     upstream::Upstream,
 };
 
-pub const HEALTH_PATH: &str = "/health";
-pub const READY_PATH: &str = "/ready";
-/// Served when `[metrics] enabled` (server mode).
-pub const METRICS_PATH: &str = "/metrics";
-/// Served when `[docs] enabled`: the document, and Swagger UI under `/docs/`.
-pub const OPENAPI_PATH: &str = "/openapi.json";
-pub const DOCS_PATH: &str = "/docs";
+pub use config::{Builtins, Endpoint};
 
-/// The endpoints the gateway serves itself, as configured: one list for validation (no route
-/// may take these paths), the router and the OpenAPI document.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Builtins {
-    pub metrics: bool,
-    pub docs: bool,
-}
-
-impl Builtins {
-    /// The paths served, in the order the router takes them.
-    pub fn paths(self) -> impl Iterator<Item = &'static str> {
-        [HEALTH_PATH, READY_PATH]
-            .into_iter()
-            .chain(self.metrics.then_some(METRICS_PATH))
-            .chain(self.docs.then_some(OPENAPI_PATH))
-            .chain(self.docs.then_some(DOCS_PATH))
-    }
-
-    /// Whether a route template would be shadowed by one of them (`/docs` covers `/docs/...`).
-    pub fn covers(self, template: &str) -> bool {
-        self.paths().any(|path| template == path)
-            || (self.docs
-                && template
-                    .strip_prefix(DOCS_PATH)
-                    .is_some_and(|rest| rest.starts_with('/')))
-    }
-}
+pub mod config;
 
 const HEALTH: &str = concat!(
     r#"{"status":"ok","version":""#,
@@ -70,66 +41,141 @@ const HEALTH: &str = concat!(
 );
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-pub fn router<S: Clone + Send + Sync + 'static>(
+/// The built-in endpoints: those served with the routes (for the route table's router), and
+/// with `server.admin_listen` the operational ones for the admin listener, which answers
+/// 404 for everything else.
+pub fn routers(
     plan: &Plan,
     routed_upstreams: Vec<Upstream>,
-) -> Router<S> {
+    providers: &Providers,
+) -> (Router, Option<Router>) {
+    let builtins = &plan.builtins;
     let readiness = Arc::new(routed_upstreams);
-    let mut router = Router::new();
-    if plan.docs.enabled {
-        let docs = Arc::new(Docs::new(plan));
-        let swagger_ui = labelled(DOCS_PATH);
-        router = router
-            .route(
-                OPENAPI_PATH,
-                get(openapi_json)
-                    .fallback(method_not_allowed)
-                    .with_state(docs.clone())
-                    .layer(labelled(OPENAPI_PATH)),
-            )
-            .route(
-                DOCS_PATH,
-                get(docs_redirect)
-                    .fallback(method_not_allowed)
-                    .layer(swagger_ui.clone()),
-            )
-            .route(
-                "/docs/",
-                get(self::swagger_ui)
-                    .fallback(method_not_allowed)
-                    .with_state(docs.clone())
-                    .layer(swagger_ui.clone()),
-            )
-            .route(
-                "/docs/{*file}",
-                get(self::swagger_ui)
-                    .fallback(method_not_allowed)
-                    .with_state(docs)
-                    .layer(swagger_ui),
-            );
-    }
-    if plan.metrics.enabled {
-        router = router.route(
-            METRICS_PATH,
-            get(prometheus)
-                .fallback(method_not_allowed)
-                .layer(labelled(METRICS_PATH)),
+    let mut public = Router::new();
+    let mut admin = Router::new();
+    // The operational endpoints go to the admin listener when there is one.
+    let operational = |public: Router, admin: Router, path: &str, served: MethodRouter| {
+        if builtins.admin {
+            (public, admin.route(path, served))
+        } else {
+            (public.route(path, served), admin)
+        }
+    };
+    if let Some(endpoint) = &builtins.health {
+        let route = guarded(
+            endpoint,
+            providers,
+            get(health).fallback(method_not_allowed),
         );
+        (public, admin) = operational(public, admin, &endpoint.path, route);
     }
-    router
-        .route(
-            HEALTH_PATH,
-            get(health)
-                .fallback(method_not_allowed)
-                .layer(labelled(HEALTH_PATH)),
-        )
-        .route(
-            READY_PATH,
+    if let Some(endpoint) = &builtins.ready {
+        let route = guarded(
+            endpoint,
+            providers,
             get(ready)
                 .fallback(method_not_allowed)
-                .with_state(readiness)
-                .layer(labelled(READY_PATH)),
-        )
+                .with_state(readiness),
+        );
+        (public, admin) = operational(public, admin, &endpoint.path, route);
+    }
+    if let Some(endpoint) = &builtins.metrics {
+        let route = guarded(
+            endpoint,
+            providers,
+            get(prometheus).fallback(method_not_allowed),
+        );
+        (public, admin) = operational(public, admin, &endpoint.path, route);
+    }
+    if let (Some(openapi), Some(ui)) = (&builtins.openapi, &builtins.docs) {
+        let docs = Arc::new(Docs::new(
+            plan,
+            &swagger_ui_document_url(&ui.path, &openapi.path),
+        ));
+        public = public.route(
+            &openapi.path,
+            guarded(
+                openapi,
+                providers,
+                get(openapi_json)
+                    .fallback(method_not_allowed)
+                    .with_state(docs.clone()),
+            ),
+        );
+        let redirect = HeaderValue::from_str(&format!(
+            "{}/",
+            ui.path.rsplit('/').next().unwrap_or_default()
+        ))
+        .unwrap_or(HeaderValue::from_static("docs/"));
+        public = public
+            .route(
+                &ui.path,
+                guarded(
+                    ui,
+                    providers,
+                    get(move || docs_redirect(redirect.clone())).fallback(method_not_allowed),
+                ),
+            )
+            .route(
+                &format!("{}/", ui.path),
+                guarded(
+                    ui,
+                    providers,
+                    get(swagger_ui)
+                        .fallback(method_not_allowed)
+                        .with_state(docs.clone()),
+                ),
+            )
+            .route(
+                &format!("{}/{{*file}}", ui.path),
+                guarded(
+                    ui,
+                    providers,
+                    get(swagger_ui)
+                        .fallback(method_not_allowed)
+                        .with_state(docs),
+                ),
+            );
+    }
+    let admin = builtins
+        .admin
+        .then(|| admin.fallback(|| async { Error::RouteNotFound }));
+    (public, admin)
+}
+
+/// Swagger UI's page is `{ui}/`; the document's URL relative to it, so that it also resolves
+/// under an API Gateway stage (`/prod/docs/` reads `/prod/openapi.json`).
+fn swagger_ui_document_url(ui: &str, document: &str) -> String {
+    let depth = ui.split('/').filter(|s| !s.is_empty()).count();
+    format!(
+        "{}{}",
+        "../".repeat(depth),
+        document.trim_start_matches('/')
+    )
+}
+
+/// `served`, labelled with the endpoint's path for metrics and the access log, and behind
+/// the endpoint's auth providers when it has some.
+fn guarded(endpoint: &Endpoint, providers: &Providers, served: MethodRouter) -> MethodRouter {
+    let served = match providers.policy(&endpoint.path, &endpoint.auth, &endpoint.scopes) {
+        Some(policy) => served.layer(axum::middleware::from_fn_with_state(
+            Arc::new(policy),
+            authorize,
+        )),
+        None => served,
+    };
+    served.layer(labelled(&endpoint.path))
+}
+
+async fn authorize(
+    State(policy): State<Arc<RoutePolicy>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match policy.authorize(&mut request).await {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
 }
 
 /// Counts and logs a built-in endpoint's requests under its own path, as a route's are under
@@ -227,12 +273,12 @@ struct Docs {
 }
 
 impl Docs {
-    fn new(plan: &Plan) -> Self {
+    /// `document_url` is the document's URL relative to Swagger UI's page.
+    fn new(plan: &Plan, document_url: &str) -> Self {
         Self {
             plan: plan.clone(),
             built: OnceLock::new(),
-            // Relative to /docs/, so it also resolves under an API Gateway stage (/prod/docs/).
-            swagger: Arc::new(utoipa_swagger_ui::Config::new(["../openapi.json"])),
+            swagger: Arc::new(utoipa_swagger_ui::Config::new([document_url.to_owned()])),
             identity: Mutex::new(HashMap::new()),
         }
     }
@@ -269,12 +315,8 @@ async fn openapi_json(
 }
 
 /// `/docs` to `/docs/`, with a relative `Location` (RFC 9110 §10.2.2) that keeps any stage.
-async fn docs_redirect() -> Response {
-    (
-        StatusCode::FOUND,
-        [(header::LOCATION, HeaderValue::from_static("docs/"))],
-    )
-        .into_response()
+async fn docs_redirect(location: HeaderValue) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
 }
 
 /// Swagger UI's files, embedded in the binary (utoipa-swagger-ui's vendored assets): the
