@@ -82,6 +82,7 @@ pub enum Runtime {
 }
 
 /// A validated configuration and what was built from it.
+#[derive(Clone)]
 pub struct App {
     pub plan: Plan,
     pub router: Router,
@@ -91,27 +92,78 @@ pub struct App {
     pub entry: Entry,
     /// The upstreams, for work outside requests (server-mode health checks).
     pub upstreams: Vec<Upstream>,
+    /// Kept for a reload, which reuses their state where the configuration did not change.
+    limiter: ratelimit::RateLimiter,
+    cache: cache::ResponseCache,
+    /// Which configuration this is: 1 at start, one more for each successful reload; the
+    /// access log names it.
+    pub generation: u64,
 }
 
 impl App {
     /// Validates `config` and builds everything the request path needs (clients, route
     /// table, header values), once.
     pub async fn new(config: &Config, runtime: Runtime) -> Result<Self, ConfigError> {
-        let plan = Plan::new(config)?;
+        Self::build(config, runtime, None).await
+    }
+
+    /// The app for `config` replacing this one (a reload): upstreams whose settings did not
+    /// change keep their connection pools, breakers and health; rate-limit policies and the
+    /// cache keep their state when their settings did not change. `[server]` is this one's:
+    /// listeners, workers and connection limits change only with a restart.
+    pub async fn reload(&self, config: &Config, runtime: Runtime) -> Result<Self, ConfigError> {
+        Self::build(config, runtime, Some(self)).await
+    }
+
+    async fn build(
+        config: &Config,
+        runtime: Runtime,
+        previous: Option<&App>,
+    ) -> Result<Self, ConfigError> {
+        let mut plan = Plan::new(config)?;
+        if let Some(previous) = previous {
+            plan.server = previous.plan.server.clone();
+        }
         let tls = upstream::tls::client_config(upstream::tls::needs_trust_store(&plan))?;
         // Upstreams and Redis get a connection pool per worker thread.
         let pools = match runtime {
             Runtime::Server => plan.server.workers(),
             Runtime::Lambda => runtime::lambda::workers(),
         };
+        let kept = |name: &str, settings: &upstream::config::UpstreamSettings| {
+            let previous = previous?;
+            (previous.plan.upstreams.get(name) == Some(settings))
+                .then(|| {
+                    previous
+                        .upstreams
+                        .iter()
+                        .find(|u| u.name() == name)
+                        .cloned()
+                })
+                .flatten()
+        };
         let upstreams = plan
             .upstreams
             .iter()
-            .map(|(name, settings)| Ok((name.clone(), Upstream::new(settings, &tls, pools)?)))
+            .map(|(name, settings)| {
+                let upstream = match kept(name, settings) {
+                    Some(upstream) => upstream,
+                    None => Upstream::new(settings, &tls, pools)?,
+                };
+                Ok((name.clone(), upstream))
+            })
             .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
         let providers = auth::Providers::new(&plan.auth, &internal_client(&tls)?);
-        let limiter = ratelimit::RateLimiter::new(&plan.rate_limit, pools)?;
-        let cache = cache::ResponseCache::new(&plan.cache, pools)?;
+        let limiter = ratelimit::RateLimiter::reusing(
+            &plan.rate_limit,
+            pools,
+            previous.map(|p| (&p.limiter, &p.plan.rate_limit)),
+        )?;
+        let cache = match previous {
+            Some(previous) if previous.plan.cache == plan.cache => previous.cache.clone(),
+            _ => cache::ResponseCache::new(&plan.cache, pools)?,
+        };
+        let generation = previous.map_or(1, |p| p.generation + 1);
         let trust = TrustBoundaryLayer::new(
             plan.server.underscore_headers,
             providers.identity_headers(),
@@ -130,14 +182,17 @@ impl App {
         // The admin listener's requests pass through the same layers as the public ones.
         let admin_router = routers
             .admin
-            .map(|admin| wrap(admin, &plan, &entry, trust.clone()));
-        let router = wrap(routers.public, &plan, &entry, trust);
+            .map(|admin| wrap(admin, &plan, &entry, trust.clone(), generation));
+        let router = wrap(routers.public, &plan, &entry, trust, generation);
         Ok(Self {
             plan,
             router,
             admin_router,
             entry,
             upstreams: upstreams.into_values().collect(),
+            limiter,
+            cache,
+            generation,
         })
     }
 }
@@ -180,7 +235,13 @@ fn sensitive_headers(plan: &Plan) -> tower_http::sensitive_headers::SetSensitive
 ///
 /// One `ServiceBuilder` stack, boxed once by the outer `Router`: each `Router::layer` would box
 /// its layer again and clone every box below it on each request.
-fn wrap(routes: Router, plan: &Plan, entry: &Entry, trust: TrustBoundaryLayer) -> Router {
+fn wrap(
+    routes: Router,
+    plan: &Plan,
+    entry: &Entry,
+    trust: TrustBoundaryLayer,
+    generation: u64,
+) -> Router {
     use tower::ServiceBuilder;
     #[cfg(feature = "otlp")]
     let otel = observability::otel::OtelSpanLayer;
@@ -198,7 +259,7 @@ fn wrap(routes: Router, plan: &Plan, entry: &Entry, trust: TrustBoundaryLayer) -
         .layer(RequestIdLayer)
         .layer(TraceContextLayer)
         .layer(otel)
-        .layer(AccessLogLayer)
+        .layer(AccessLogLayer::new(generation))
         .layer(trust)
         // CORS: preflights are answered here, before auth and rate limits (browsers send them
         // without credentials); other answers, problems included, get the CORS headers so a
@@ -239,7 +300,7 @@ mod tests {
             .unwrap();
 
         let trust = TrustBoundaryLayer::new(Default::default(), [], &[]);
-        let response = wrap(panicking, &plan, &Entry::new(&plan.server), trust)
+        let response = wrap(panicking, &plan, &Entry::new(&plan.server), trust, 1)
             .oneshot(request)
             .await
             .unwrap();

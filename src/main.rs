@@ -71,6 +71,9 @@ enum Command {
     /// Ask the gateway of this configuration for GET /health (exit 0 when it answers 200);
     /// for container health checks
     Health,
+    /// Make the running gateway of this configuration re-read and validate it, through its
+    /// admin listener (server.admin_listen); exit 0 when the new configuration serves
+    Reload,
     /// Manage API keys kept in Redis (providers with store = "redis")
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -219,7 +222,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Health => match Plan::new(&config) {
-            Ok(plan) => health(plan.server.listen),
+            Ok(plan) => health(&plan),
+            Err(error) => config_failure(&error.locate(&source), false),
+        },
+        Command::Reload => match Plan::new(&config) {
+            Ok(plan) => reload(&plan),
             Err(error) => config_failure(&error.locate(&source), false),
         },
         Command::Keys(command) => match Plan::new(&config) {
@@ -387,7 +394,14 @@ fn limits(plan: &Plan, command: LimitsCommand) -> ExitCode {
     admin(proxyfn::ratelimit::admin::run(plan, &policy, action))
 }
 
-fn health(listen: std::net::SocketAddr) -> ExitCode {
+/// `proxyfn health`: the health endpoint where this configuration serves it (the admin
+/// listener when there is one).
+fn health(plan: &Plan) -> ExitCode {
+    let Some(endpoint) = &plan.builtins.health else {
+        eprintln!("proxyfn health: [endpoints.health] is turned off");
+        return ExitCode::FAILURE;
+    };
+    let listen = plan.server.admin_listen.unwrap_or(plan.server.listen);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -398,11 +412,47 @@ fn health(listen: std::net::SocketAddr) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let probe = server::probe_health(listen, std::time::Duration::from_secs(3));
+    let probe = server::probe_health(listen, &endpoint.path, std::time::Duration::from_secs(3));
     match runtime.block_on(probe) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("proxyfn health: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `proxyfn reload`: `POST /reload` on the admin listener, which answers when the new
+/// configuration serves (200, its generation) or was refused (422, every problem).
+fn reload(plan: &Plan) -> ExitCode {
+    let Some(admin) = plan.server.admin_listen else {
+        eprintln!(
+            "proxyfn reload: needs server.admin_listen (or send the gateway SIGHUP: kill -HUP PID)"
+        );
+        return ExitCode::from(CONFIG_INVALID);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("proxyfn: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let asked = server::request(admin, "POST", "/reload", std::time::Duration::from_secs(60));
+    match runtime.block_on(asked) {
+        Ok((200, body)) => {
+            println!("{}", body.trim());
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("proxyfn reload: {status} {}", body.trim());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("proxyfn reload: {error}");
             ExitCode::FAILURE
         }
     }

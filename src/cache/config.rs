@@ -60,14 +60,14 @@ pub struct RouteCacheConfig {
     pub per_principal: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum CacheStore {
     Memory { max_bytes: u64 },
     Redis { url: String, cluster: bool },
 }
 
 /// The validated `[cache]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CacheSettings {
     pub store: CacheStore,
     pub timeout: Duration,

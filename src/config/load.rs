@@ -19,6 +19,16 @@ pub enum ConfigSource {
     BuiltInDefault,
 }
 
+impl ConfigSource {
+    /// The file, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::File(path) => Some(path),
+            ConfigSource::BuiltInDefault => None,
+        }
+    }
+}
+
 impl std::fmt::Display for ConfigSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -88,20 +88,33 @@ pub struct ColdStart {
     pub init: Duration,
 }
 
-/// Emits the access-log event of every request.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AccessLogLayer;
+/// Emits the access-log event of every request, naming the configuration generation that
+/// served it (it changes with each reload).
+#[derive(Clone, Copy, Debug)]
+pub struct AccessLogLayer {
+    generation: u64,
+}
+
+impl AccessLogLayer {
+    pub fn new(generation: u64) -> Self {
+        Self { generation }
+    }
+}
 
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLogService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLogService { inner }
+        AccessLogService {
+            inner,
+            generation: self.generation,
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct AccessLogService<S> {
     inner: S,
+    generation: u64,
 }
 
 /// Everything the event needs, gathered at the start and finished with the response. Kept
@@ -119,6 +132,7 @@ struct Record {
     notes: Arc<Notes>,
     bytes_in: Arc<AtomicU64>,
     status: u16,
+    generation: u64,
 }
 
 impl<S> Service<Request> for AccessLogService<S>
@@ -152,6 +166,7 @@ where
             notes: context.map(|c| c.notes.clone()).unwrap_or_default(),
             bytes_in: bytes_in.clone(),
             status: 0,
+            generation: self.generation,
         };
         let request = request.map(|body| {
             Body::new(Counted {
@@ -353,6 +368,7 @@ fn emit(record: &Record, bytes_out: u64, completed: bool) {
         bytes_in = record.bytes_in.load(Ordering::Relaxed),
         bytes_out,
         completed,
+        config_generation = record.generation,
         aws_request_id = record.aws_request_id.as_deref(),
         xray_trace_id = record.xray_trace_id.as_deref(),
         cold_start = record.aws_request_id.as_ref().map(|_| record.cold_start.is_some()),

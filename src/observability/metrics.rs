@@ -33,6 +33,7 @@ pub const RATE_LIMIT_STORE_ERRORS: &str = "proxyfn_rate_limit_store_errors_total
 pub const AUTH_FAILURES: &str = "proxyfn_auth_failures_total";
 pub const COLD_STARTS: &str = "proxyfn_cold_starts_total";
 pub const CACHE_LOOKUPS: &str = "proxyfn_cache_requests_total";
+pub const CONFIG_RELOADS: &str = "proxyfn_config_reloads_total";
 
 /// Request and upstream latency buckets, in seconds: 1 ms to 30 s (API Gateway's limit).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -155,6 +156,11 @@ fn describe() {
         "Refused credentials, by provider and reason"
     );
     describe_counter!(COLD_STARTS, Unit::Count, "Lambda cold starts");
+    describe_counter!(
+        CONFIG_RELOADS,
+        Unit::Count,
+        "Configuration reloads, by result (ok, failed)"
+    );
 }
 
 /// A route's request metrics, their handles registered on first use and reused after.
@@ -277,6 +283,10 @@ pub(crate) fn record_request(sample: &RequestSample<'_>) {
 /// `state`: 0 closed, 1 half-open, 2 open.
 pub(crate) fn record_breaker_state(upstream: &Arc<str>, state: u8) {
     gauge!(BREAKER_STATE, "upstream" => upstream.clone()).set(f64::from(state));
+}
+
+pub(crate) fn record_reload(ok: bool) {
+    counter!(CONFIG_RELOADS, "result" => if ok { "ok" } else { "failed" }).increment(1);
 }
 
 pub(crate) fn record_auth_failure(provider: &str, reason: &'static str) {

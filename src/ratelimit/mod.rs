@@ -48,6 +48,7 @@ pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-pol
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Every policy, built once; routes take [`RouteLimits`] from it.
+#[derive(Clone)]
 pub struct RateLimiter {
     shared: Arc<Shared>,
     policies: BTreeMap<String, Arc<Policy>>,
@@ -140,6 +141,42 @@ fn policy_item(name: &str, quota: Quota) -> String {
 impl RateLimiter {
     /// `pools`: the number of server workers, each with its own Redis connection.
     pub fn new(settings: &RateLimitSettings, pools: usize) -> Result<Self, ConfigError> {
+        Self::reusing(settings, pools, None)
+    }
+
+    /// A limiter for `settings` that keeps what `previous` (a configuration being replaced,
+    /// with its settings) already has where nothing changed: the store and its connections
+    /// when the store settings are the same, and the counted state of each policy whose
+    /// settings are the same.
+    pub fn reusing(
+        settings: &RateLimitSettings,
+        pools: usize,
+        previous: Option<(&Self, &RateLimitSettings)>,
+    ) -> Result<Self, ConfigError> {
+        if let Some((limiter, old)) = previous {
+            let same_store = old.store == settings.store
+                && old.on_store_error == settings.on_store_error
+                && old.timeout == settings.timeout;
+            if same_store {
+                let policies = settings
+                    .policies
+                    .iter()
+                    .map(|(name, policy)| {
+                        let kept = (old.max_keys == settings.max_keys
+                            && old.policies.get(name) == Some(policy))
+                        .then(|| limiter.policies.get(name).cloned())
+                        .flatten();
+                        let policy = kept
+                            .unwrap_or_else(|| Arc::new(Policy::new(policy, settings.max_keys)));
+                        (name.clone(), policy)
+                    })
+                    .collect();
+                return Ok(Self {
+                    shared: limiter.shared.clone(),
+                    policies,
+                });
+            }
+        }
         let redis = match &settings.store {
             RateLimitStore::Memory => None,
             RateLimitStore::Redis { url, cluster } => Some(

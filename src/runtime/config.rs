@@ -16,8 +16,10 @@ pub struct ServerConfig {
     /// Address to listen on in server mode. `PORT` overrides the port.
     pub listen: String,
     /// Server mode: a second address serving only the operational endpoints (`/health`,
-    /// `/ready`, `/metrics`), which then leave the public listener.
+    /// `/ready`, `/metrics`, `POST /reload`), which then leave the public listener.
     pub admin_listen: Option<String>,
+    /// Server mode: reload the configuration when its file changes (for development).
+    pub watch: bool,
     /// Requests with a larger body get 413.
     pub body_limit: ByteSize,
     /// Requests whose header section (names + values) is larger get 431.
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             admin_listen: None,
+            watch: false,
             body_limit: ByteSize(10 << 20),
             header_limit: ByteSize(32 << 10),
             timeout: HumanDuration(Duration::from_secs(29)),
@@ -122,6 +125,7 @@ pub enum ResponseMode {
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
+    pub watch: bool,
     pub body_limit: u64,
     pub header_limit: usize,
     pub timeout: Duration,
@@ -255,6 +259,7 @@ pub fn server_settings(server: &ServerConfig, problems: &mut Problems) -> Option
     Some(ServerSettings {
         listen: listen?,
         admin_listen,
+        watch: server.watch,
         body_limit: server.body_limit.0,
         header_limit,
         timeout: server.timeout.0,

@@ -4,6 +4,7 @@
 pub mod config;
 mod connection;
 pub mod lambda;
+pub mod reload;
 pub mod server;
 
 use std::{cell::Cell, net::IpAddr, time::Instant};
@@ -114,11 +115,36 @@ pub fn run(
                     }
                     None => None,
                 };
-                let public = server::serve(listener, app, server::shutdown_signal());
+                let (public_reloads, public_swaps) = tokio::sync::mpsc::unbounded_channel();
+                let (admin_reloads, admin_swaps) = match admin {
+                    Some(_) => {
+                        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+                        (Some(sender), Some(receiver))
+                    }
+                    None => (None, None),
+                };
+                let reloader = reload::Reloader::new(
+                    source.clone(),
+                    app.clone(),
+                    public_reloads,
+                    admin_reloads,
+                );
+                let _reloading = tokio::spawn(reloader.run());
+                let public = server::serve_reloading(
+                    listener,
+                    app,
+                    server::shutdown_signal(),
+                    Some(public_swaps),
+                );
                 match admin {
                     Some((listener, admin)) => tokio::try_join!(
                         public,
-                        server::serve(listener, admin, server::shutdown_signal())
+                        server::serve_reloading(
+                            listener,
+                            admin,
+                            server::shutdown_signal(),
+                            admin_swaps
+                        )
                     )
                     .map(|_| ()),
                     None => public.await,
@@ -137,7 +163,7 @@ pub fn run(
 
 /// The admin listener's app (`server.admin_listen`): the operational endpoints on one
 /// worker, with no health checks or log buffer of its own (the public server runs those).
-fn admin_app(app: &App) -> Option<App> {
+pub(crate) fn admin_app(app: &App) -> Option<App> {
     let router = app.admin_router.clone()?;
     let mut plan = app.plan.clone();
     plan.server.listen = plan.server.admin_listen?;
@@ -147,8 +173,8 @@ fn admin_app(app: &App) -> Option<App> {
         plan,
         router,
         admin_router: None,
-        entry: app.entry.clone(),
         upstreams: Vec::new(),
+        ..app.clone()
     })
 }
 

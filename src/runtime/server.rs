@@ -47,6 +47,7 @@ use tower::Service;
 use super::{
     ClientInfo,
     connection::{Activity, InFlight, TimedIo},
+    reload::Current,
 };
 use crate::{
     App,
@@ -62,6 +63,29 @@ use crate::{
 
 /// Stops the background tasks when serving ends.
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+/// The health-check task of each upstream being served, by the upstream object it probes.
+#[derive(Default)]
+struct HealthChecks(Vec<(Upstream, AbortOnDrop)>);
+
+impl HealthChecks {
+    /// Probes `upstreams` from now on: kept upstreams keep their task, new ones get one, and
+    /// the tasks of the others stop (dropping them aborts them).
+    fn follow(&mut self, upstreams: &[Upstream]) {
+        let mut previous = std::mem::take(&mut self.0);
+        for upstream in upstreams {
+            let kept = previous.iter().position(|(probed, _)| probed.is(upstream));
+            match kept {
+                Some(index) => self.0.push(previous.swap_remove(index)),
+                None => {
+                    if let Some(task) = upstream.spawn_health_checks() {
+                        self.0.push((upstream.clone(), AbortOnDrop(vec![task])));
+                    }
+                }
+            }
+        }
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -139,6 +163,18 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_reloading(listener, app, shutdown, None).await
+}
+
+/// [`serve`], swapping in each app `reloads` delivers ([`super::reload`]): new requests get
+/// its router, requests in flight finish on theirs, and upstreams it kept keep their health
+/// checks, while those it replaced or dropped have theirs stopped.
+pub async fn serve_reloading(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reloads: Option<mpsc::UnboundedReceiver<App>>,
+) -> io::Result<()> {
     // Until `serve` returns, when what is left is written out.
     let _buffering = app
         .plan
@@ -150,15 +186,26 @@ pub async fn serve(
     let shutdown_timeout = server.shutdown_timeout;
     let max_connections = max_connections(server);
     let settings = ConnectionSettings::new(server);
-    let health_checks: Vec<_> = app
-        .upstreams
-        .iter()
-        .filter_map(Upstream::spawn_health_checks)
-        .collect();
-    let _stop_health_checks = AbortOnDrop(health_checks);
+    let mut health_checks = HealthChecks::default();
+    health_checks.follow(&app.upstreams);
+    let current = Arc::new(Current::new(app.router.clone(), app.generation));
+    // Until `serve` returns: the health checks, or the task that swaps apps and owns them.
+    let _health_checks_or_swapping = match reloads {
+        None => (Some(health_checks), None),
+        Some(mut reloads) => {
+            let current = current.clone();
+            let swapping = tokio::spawn(async move {
+                while let Some(app) = reloads.recv().await {
+                    health_checks.follow(&app.upstreams);
+                    current.swap(app.router, app.generation);
+                }
+            });
+            (None, Some(AbortOnDrop(vec![swapping])))
+        }
+    };
     let local = listener.local_addr()?;
     let connections = Connections {
-        router: app.router,
+        current,
         entry: app.entry,
         trusted_proxies: Arc::new(server.trusted_proxies.clone()),
         local_port: HeaderValue::from(local.port()),
@@ -383,7 +430,9 @@ async fn serve_connection(
         settings.idle_timeout,
     );
     let service = FromPeer {
-        router: connections.router,
+        generation: connections.current.generation(),
+        router: connections.current.router(),
+        current: connections.current,
         entry: connections.entry,
         peer,
         trusted_proxies: connections.trusted_proxies,
@@ -418,7 +467,8 @@ async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
 /// What every connection's service is made from.
 #[derive(Clone)]
 struct Connections {
-    router: Router,
+    /// The router new requests get; a reload swaps it.
+    current: Arc<Current>,
     entry: Entry,
     trusted_proxies: Arc<TrustedProxies>,
     /// The listener's port, for `X-Forwarded-Port`.
@@ -430,7 +480,10 @@ struct Connections {
 /// response body is done.
 #[derive(Clone)]
 struct FromPeer {
+    current: Arc<Current>,
+    /// The router of `generation`, this connection's until a reload makes another current.
     router: Router,
+    generation: u64,
     entry: Entry,
     peer: SocketAddr,
     trusted_proxies: Arc<TrustedProxies>,
@@ -448,6 +501,11 @@ impl Service<http::Request<Incoming>> for FromPeer {
     }
 
     fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        let generation = self.current.generation();
+        if generation != self.generation {
+            self.router = self.current.router();
+            self.generation = generation;
+        }
         let in_flight = self.activity.begin();
         let mut request = request.map(Body::new);
         let info = client_info(
@@ -528,7 +586,21 @@ impl<B: http_body::Body> http_body::Body for UntilDone<B> {
 /// `proxyfn health`: asks the gateway listening on `listen` for `GET /health`, as a container
 /// `HEALTHCHECK` would with curl (the distroless image has neither a shell nor curl). An
 /// unspecified address (`0.0.0.0`, `[::]`) is asked on loopback. `Ok` when it answers 200.
-pub async fn probe_health(listen: SocketAddr, timeout: Duration) -> Result<(), String> {
+pub async fn probe_health(listen: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
+    match request(listen, "GET", path, timeout).await? {
+        (200, _) => Ok(()),
+        (status, _) => Err(format!("GET {path} answered {status}")),
+    }
+}
+
+/// One HTTP/1.1 request to the gateway at `listen` (an unspecified address means this host):
+/// the answer's status and body. For the CLI (`health`, `reload`), with no client library.
+pub async fn request(
+    listen: SocketAddr,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut target = listen;
     if target.ip().is_unspecified() {
@@ -537,29 +609,38 @@ pub async fn probe_health(listen: SocketAddr, timeout: Duration) -> Result<(), S
             SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let probe = async {
+    let exchange = async {
         let mut stream = TcpStream::connect(target)
             .await
             .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
         stream
-            .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .write_all(head.as_bytes())
             .await
             .map_err(|e| format!("cannot send the request: {e}"))?;
-        let mut head = vec![0; 64];
-        let read = stream
-            .read(&mut head)
+        let mut answer = Vec::new();
+        stream
+            .take(1 << 20)
+            .read_to_end(&mut answer)
             .await
             .map_err(|e| format!("no answer: {e}"))?;
-        let status_line = String::from_utf8_lossy(&head[..read]);
-        match status_line.split(' ').nth(1) {
-            Some("200") => Ok(()),
-            Some(status) => Err(format!("GET /health answered {status}")),
-            None => Err("GET /health got no HTTP answer".to_owned()),
-        }
+        let answer = String::from_utf8_lossy(&answer);
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|status| status.parse().ok())
+            .ok_or_else(|| format!("{method} {path} got no HTTP answer"))?;
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
     };
-    tokio::time::timeout(timeout, probe)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .unwrap_or_else(|_| Err(format!("no answer from {target} within {timeout:?}")))
+        .map_err(|_| format!("no answer within {timeout:?}"))?
 }
 
 /// Resolves when the process receives SIGTERM (containers, Kubernetes) or SIGINT (Ctrl-C).

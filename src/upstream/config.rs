@@ -115,7 +115,7 @@ fn default_connect_timeout() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(5))
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct UpstreamSettings {
     pub name: String,
     /// Base URLs (`scheme://authority[/base/path]`, no trailing slash); at least one.

@@ -235,6 +235,11 @@ impl Upstream {
         &self.0.name
     }
 
+    /// Whether both are the same upstream object (a reload kept it), not just equal.
+    pub fn is(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The connection pool of the worker thread this runs on.
     fn client(&self) -> &reqwest::Client {
         let clients = &self.0.clients;

@@ -495,6 +495,28 @@ impl Process {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The file the process was started with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("proxyfn.toml")
+    }
+
+    /// Replaces the config file of a process started with [`Process::start_with`] (same
+    /// listener).
+    pub fn rewrite_config(&self, config: &str) {
+        let text = format!("[server]\nlisten = \"127.0.0.1:{}\"\n{config}", self.port);
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Sends the process a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     /// Waits for the access-log event of `request_id`.
     pub async fn access_event(&self, request_id: &str) -> Value {
         let found = eventually(|| {

@@ -37,6 +37,7 @@ mod limits;
 mod observability;
 mod proxy;
 mod ratelimit;
+mod reload;
 mod resilience;
 mod server;
 mod transform;

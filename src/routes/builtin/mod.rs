@@ -137,9 +137,16 @@ pub fn routers(
                 ),
             );
     }
-    let admin = builtins
-        .admin
-        .then(|| admin.fallback(|| async { Error::RouteNotFound }));
+    let admin = builtins.admin.then(|| {
+        admin
+            .route(
+                "/reload",
+                axum::routing::post(reload)
+                    .fallback(method_not_allowed_post)
+                    .layer(labelled("/reload")),
+            )
+            .fallback(|| async { Error::RouteNotFound })
+    });
     (public, admin)
 }
 
@@ -432,6 +439,31 @@ async fn ready(State(upstreams): State<Arc<Vec<Upstream>>>) -> Response {
         Json(json!({ "status": word, "upstreams": report })),
     )
         .into_response()
+}
+
+/// `POST /reload` (admin listener): re-reads the configuration and answers when it serves
+/// (200 with its generation) or was refused (422 with every problem; the current one keeps
+/// serving).
+async fn reload() -> Response {
+    match crate::runtime::reload::request().await {
+        Some(Ok(generation)) => (
+            StatusCode::OK,
+            Json(json!({ "status": "reloaded", "generation": generation })),
+        )
+            .into_response(),
+        Some(Err(problems)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "status": "refused", "problems": problems })),
+        )
+            .into_response(),
+        None => Error::Internal("no reloader runs in this process".into()).into_response(),
+    }
+}
+
+async fn method_not_allowed_post() -> Error {
+    Error::MethodNotAllowed {
+        allow: HeaderValue::from_static("POST"),
+    }
 }
 
 async fn method_not_allowed() -> Error {
