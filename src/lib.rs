@@ -122,6 +122,14 @@ impl App {
     ) -> Result<Self, ConfigError> {
         let mut plan = Plan::new(config)?;
         if let Some(previous) = previous {
+            // Which endpoints the public router serves depends on the admin listener, which
+            // the running process has or has not.
+            if plan.builtins.admin != previous.plan.builtins.admin {
+                return Err(ConfigError::single(
+                    "server.admin_listen",
+                    "adding or removing the admin listener needs a restart",
+                ));
+            }
             plan.server = previous.plan.server.clone();
         }
         let tls = upstream::tls::client_config(upstream::tls::needs_trust_store(&plan))?;

@@ -402,15 +402,9 @@ fn health(plan: &Plan) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let listen = plan.server.admin_listen.unwrap_or(plan.server.listen);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match cli_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("proxyfn: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(failed) => return failed,
     };
     let probe = server::probe_health(listen, &endpoint.path, std::time::Duration::from_secs(3));
     match runtime.block_on(probe) {
@@ -422,6 +416,17 @@ fn health(plan: &Plan) -> ExitCode {
     }
 }
 
+/// The one-thread async runtime of a CLI command that talks to the network.
+fn cli_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("proxyfn: {error}");
+            ExitCode::FAILURE
+        })
+}
+
 /// `proxyfn reload`: `POST /reload` on the admin listener, which answers when the new
 /// configuration serves (200, its generation) or was refused (422, every problem).
 fn reload(plan: &Plan) -> ExitCode {
@@ -431,15 +436,9 @@ fn reload(plan: &Plan) -> ExitCode {
         );
         return ExitCode::from(CONFIG_INVALID);
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match cli_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("proxyfn: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(failed) => return failed,
     };
     let asked = server::request(admin, "POST", "/reload", std::time::Duration::from_secs(60));
     match runtime.block_on(asked) {
@@ -461,15 +460,9 @@ fn reload(plan: &Plan) -> ExitCode {
 /// Runs an administrative command against Redis within 10 s; prints what it says. A command
 /// the configuration does not allow exits 2, one that failed 1.
 fn admin(work: impl std::future::Future<Output = Result<String, AdminError>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match cli_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("proxyfn: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(failed) => return failed,
     };
     let bounded = async {
         tokio::time::timeout(std::time::Duration::from_secs(10), work)

@@ -241,3 +241,29 @@ async fn with_watch_a_changed_file_is_reloaded() {
     }
     assert_eq!(served, 200, "the change was picked up");
 }
+
+#[tokio::test]
+async fn a_reload_cannot_add_an_admin_listener_the_process_does_not_have() {
+    let a = Upstream::recording(tagged("a")).await;
+    let b = Upstream::recording(tagged("b")).await;
+    let gateway = Process::start(&config("a", &a, &b, "")).await;
+    let admin = format!("127.0.0.1:{}", closed_port().await);
+    let with_admin = config("a", &a, &b, "").replace(
+        "[upstreams.a]",
+        &format!("admin_listen = \"{admin}\"\n[upstreams.a]"),
+    );
+    gateway.rewrite_config(&with_admin);
+    gateway.signal("HUP");
+    let refused = eventually(|| {
+        let lines = gateway.lines_containing("configuration refused");
+        (!lines.is_empty()).then_some(lines)
+    })
+    .await
+    .expect("the refusal is logged");
+    assert!(refused[0].contains("server.admin_listen"), "{}", refused[0]);
+    assert_eq!(
+        status(&gateway, "/health").await,
+        200,
+        "health stays where it was"
+    );
+}
