@@ -287,13 +287,17 @@ fn operation(
         op = op.deprecated(Some(utoipa::openapi::Deprecated::True));
     }
     for parameter in parameters {
-        let mut schema = ObjectBuilder::new().schema_type(Type::String);
+        // What the gateway takes in one segment: not `.` or `..`, no `/` or `\` (even
+        // encoded: 400 `invalid-path`), no NUL.
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .pattern(Some(SEGMENT_PATTERN));
         let mut builder = ParameterBuilder::new()
             .name(&parameter.name)
             .parameter_in(ParameterIn::Path)
             .required(Required::True);
         if parameter.catch_all {
-            schema = schema.min_length(Some(1));
             builder = builder.description(Some(CATCH_ALL));
         }
         op = op.parameter(builder.schema(Some(schema)));
@@ -472,15 +476,7 @@ fn scheme_name(provider: &ProviderRef) -> String {
 fn methods(route: &RoutePlan) -> Vec<Method> {
     match &route.methods {
         Some(methods) => methods.clone(),
-        None => vec![
-            Method::GET,
-            Method::PUT,
-            Method::POST,
-            Method::DELETE,
-            Method::OPTIONS,
-            Method::HEAD,
-            Method::PATCH,
-        ],
+        None => crate::routes::UNLISTED_METHODS.to_vec(),
     }
 }
 
@@ -516,6 +512,9 @@ struct Parameter {
     name: String,
     catch_all: bool,
 }
+
+/// A path segment the gateway serves (ECMA-262 regex, as JSON Schema takes it).
+const SEGMENT_PATTERN: &str = r"^(?!\.\.?$)[^/\\\u0000]+$";
 
 /// What a catch-all parameter's description says: the limits of sending several segments.
 const CATCH_ALL: &str = "The rest of the path: one or more segments separated by `/`. A `/` \

@@ -204,12 +204,13 @@ impl Call<'_> {
 }
 
 impl Route {
-    /// GET routes also answer HEAD (RFC 9110 §9.3.2). A route without `methods` serves any
-    /// method but TRACE, which echoes the request back (cross-site tracing), and CONNECT,
-    /// which asks for a tunnel: those only when listed.
+    /// GET routes also answer HEAD (RFC 9110 §9.3.2). A route without `methods` serves the
+    /// methods its OpenAPI operations list ([`UNLISTED_METHODS`]); any other (TRACE, which
+    /// echoes the request back for cross-site tracing, CONNECT, extension methods) only
+    /// when listed, so the document says exactly what is served.
     fn accepts(&self, method: &Method) -> bool {
         match &self.methods {
-            None => method != Method::TRACE && method != Method::CONNECT,
+            None => UNLISTED_METHODS.contains(method),
             Some(methods) => {
                 methods.contains(method)
                     || (method == Method::HEAD && methods.contains(&Method::GET))
@@ -410,11 +411,22 @@ impl Route {
     }
 }
 
+/// What a route without `methods` serves.
+pub const UNLISTED_METHODS: [Method; 7] = [
+    Method::DELETE,
+    Method::GET,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PATCH,
+    Method::POST,
+    Method::PUT,
+];
+
 fn allow_header(routes: &[Route]) -> HeaderValue {
     let mut methods: Vec<&str> = Vec::new();
     for route in routes {
         if route.methods.is_none() {
-            methods.extend(["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"]);
+            methods.extend(UNLISTED_METHODS.iter().map(Method::as_str));
         }
         for method in route.methods.iter().flatten() {
             methods.push(method.as_str());

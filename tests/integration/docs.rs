@@ -305,6 +305,12 @@ fn operation_ids_come_from_names_or_paths_and_survive_reordering_routes() {
         assert_eq!(users["operationId"], "get_users_rest");
         assert_eq!(users["tags"], serde_json::json!(["routes"]));
         let rest = &users["parameters"][0];
+        let pattern = rest["schema"]["pattern"].as_str().unwrap();
+        let segment = segment_matcher(pattern);
+        assert!(segment("a.b~c"));
+        for refused in ["a/b", "a\\b", ".", "..", ""] {
+            assert!(!segment(refused), "{refused:?} would be 400 invalid-path");
+        }
         assert!(
             rest["description"].as_str().unwrap().contains("%2F"),
             "a catch-all says what cannot be sent: {rest}"
@@ -369,4 +375,13 @@ fn check_refuses_a_route_name_that_is_taken_or_not_an_identifier() {
         assert!(stderr.contains(key), "{key}: {stderr}");
     }
     assert!(!stderr.contains("routes[0] (/a).name"), "{stderr}");
+}
+
+/// `pattern` as JSON Schema reads it (ECMA-262), through the same validator the gateway uses.
+fn segment_matcher(pattern: &str) -> impl Fn(&str) -> bool {
+    let validator = jsonschema::validator_for(
+        &serde_json::json!({ "type": "string", "minLength": 1, "pattern": pattern }),
+    )
+    .unwrap();
+    move |value: &str| validator.is_valid(&Value::String(value.to_owned()))
 }
