@@ -189,7 +189,8 @@ pub struct RouteConfig {
     /// The operation's tags in the OpenAPI document (Swagger UI groups by them).
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Allowed methods; omitted means any. GET implies HEAD.
+    /// Allowed methods; omitted: GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS. GET implies
+    /// HEAD.
     pub methods: Option<Vec<String>>,
     /// Name of an `[upstreams.NAME]` to forward to.
     pub upstream: Option<String>,
