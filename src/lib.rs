@@ -130,6 +130,11 @@ impl App {
                     "adding or removing the admin listener needs a restart",
                 ));
             }
+            if plan.server != previous.plan.server {
+                tracing::warn!(
+                    "[server] settings change only with a restart; the rest of the configuration is reloaded"
+                );
+            }
             plan.server = previous.plan.server.clone();
         }
         let tls = upstream::tls::client_config(upstream::tls::needs_trust_store(&plan))?;

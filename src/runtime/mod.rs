@@ -7,7 +7,11 @@ pub mod lambda;
 pub mod reload;
 pub mod server;
 
-use std::{cell::Cell, net::IpAddr, time::Instant};
+use std::{
+    cell::Cell,
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
 
 pub use crate::Runtime;
 use crate::{
@@ -90,26 +94,12 @@ pub fn run(
                 .await
                 .map_err(|error| error.to_string()),
             Runtime::Server => {
-                let listen = app.plan.server.listen;
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .map_err(|error| {
-                        Stopped::Failed(format!("cannot listen on {listen}: {error}"))
-                    })?;
-                let bound = listener.local_addr().map_or(listen, |addr| addr);
+                let (listener, bound) = bind(app.plan.server.listen, "server.listen").await?;
                 tracing::info!(listen = %bound, "listening");
                 let admin = match admin_app(&app) {
                     Some(admin) => {
-                        let listen = admin.plan.server.listen;
-                        let listener =
-                            tokio::net::TcpListener::bind(listen)
-                                .await
-                                .map_err(|error| {
-                                    Stopped::Failed(format!(
-                                        "cannot listen on {listen} (server.admin_listen): {error}"
-                                    ))
-                                })?;
-                        let bound = listener.local_addr().map_or(listen, |addr| addr);
+                        let (listener, bound) =
+                            bind(admin.plan.server.listen, "server.admin_listen").await?;
                         tracing::info!(admin_listen = %bound, "admin endpoints listening");
                         Some((listener, admin))
                     }
@@ -159,6 +149,18 @@ pub fn run(
             Stopped::Failed(error)
         })
     })
+}
+
+/// Binds the listener `key` configures; also where it listens (port 0 picks one).
+async fn bind(
+    listen: SocketAddr,
+    key: &str,
+) -> Result<(tokio::net::TcpListener, SocketAddr), Stopped> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|error| Stopped::Failed(format!("cannot listen on {listen} ({key}): {error}")))?;
+    let bound = listener.local_addr().map_or(listen, |addr| addr);
+    Ok((listener, bound))
 }
 
 /// The admin listener's app (`server.admin_listen`): the operational endpoints on one

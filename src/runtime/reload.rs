@@ -128,21 +128,13 @@ impl Reloader {
     }
 
     async fn reload(&mut self) -> Outcome {
-        let (built, server_changed) = match load(self.source.path()) {
-            Ok((config, _)) => (
-                self.app.reload(&config, Runtime::Server).await,
-                server_changed(&config, &self.app),
-            ),
-            Err(error) => (Err(error), false),
+        let built = match load(self.source.path()) {
+            Ok((config, _)) => self.app.reload(&config, Runtime::Server).await,
+            Err(error) => Err(error),
         };
         match built {
             Ok(app) => {
                 let generation = app.generation;
-                if server_changed {
-                    tracing::warn!(
-                        "[server] settings change only with a restart; the rest of the configuration is reloaded"
-                    );
-                }
                 if let (Some(admin), Some(admin_app)) = (&self.admin, super::admin_app(&app)) {
                     let _ = admin.send(admin_app);
                 }
@@ -165,12 +157,6 @@ impl Reloader {
             }
         }
     }
-}
-
-/// Whether `config`'s `[server]` differs from what the running app was started with.
-fn server_changed(config: &crate::Config, app: &App) -> bool {
-    crate::runtime::config::server_settings(&config.server, &mut Default::default())
-        .is_some_and(|server| format!("{server:?}") != format!("{:?}", app.plan.server))
 }
 
 #[cfg(unix)]

@@ -49,7 +49,7 @@ impl LambdaResponse {
 
 /// Header fields in order, serialized as a JSON object.
 #[derive(Debug, Default)]
-struct Pairs<V>(Vec<(String, V)>);
+pub(super) struct Pairs<V>(pub(super) Vec<(String, V)>);
 
 impl<V: Serialize> Serialize for Pairs<V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -135,7 +135,7 @@ fn multi_valued(headers: &HeaderMap) -> Pairs<Vec<String>> {
 }
 
 /// One value per name, repeated fields joined with `, `; `Set-Cookie` is left out.
-fn joined(headers: &HeaderMap) -> Pairs<String> {
+pub(super) fn joined(headers: &HeaderMap) -> Pairs<String> {
     Pairs(
         headers
             .keys()

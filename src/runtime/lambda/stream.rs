@@ -75,23 +75,14 @@ pub fn response(
 fn prelude(headers: &HeaderMap, status: http::StatusCode) -> MetadataPrelude {
     static DROPPED: Throttle = Throttle::new();
     let mut joined = HeaderMap::with_capacity(headers.keys_len());
-    for name in headers.keys().filter(|name| **name != header::SET_COOKIE) {
-        let mut values = headers.get_all(name).iter();
-        let value = match (values.next(), values.next()) {
-            (Some(only), None) => only.clone(),
-            (first, second) => {
-                let mut text = Vec::new();
-                for value in first.into_iter().chain(second).chain(values) {
-                    if !text.is_empty() {
-                        text.extend_from_slice(b", ");
-                    }
-                    text.extend_from_slice(value.as_bytes());
-                }
-                match HeaderValue::from_bytes(&text) {
-                    Ok(value) => value,
-                    Err(_) => continue,
-                }
-            }
+    // Joined as for a buffered payload 2.0 answer; a value that is not visible ASCII then
+    // fails `to_str`, which is what http_serde would drop silently.
+    for (name, value) in super::response::joined(headers).0 {
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            continue;
         };
         if value.to_str().is_err() {
             if let Some(held_back) = DROPPED.admit() {
@@ -103,7 +94,7 @@ fn prelude(headers: &HeaderMap, status: http::StatusCode) -> MetadataPrelude {
             }
             continue;
         }
-        joined.insert(name.clone(), value);
+        joined.insert(name, value);
     }
     let cookies = headers
         .get_all(header::SET_COOKIE)
