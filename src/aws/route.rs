@@ -59,7 +59,6 @@ impl Aws {
             .build_https();
         let mut loader = aws_config::defaults(behavior)
             .http_client(http.clone())
-            .region(region)
             .retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(settings.attempts)
@@ -69,18 +68,80 @@ impl Aws {
         if let Some(endpoint) = &settings.endpoint_url {
             loader = loader.endpoint_url(endpoint);
         }
-        let sdk = loader.load().await;
-        if sdk.region().is_none() {
+        let Some(region) = region.region().await else {
             return Err(ConfigError::single(
                 "aws.region",
                 "no AWS region: set [aws] region, or AWS_REGION in the environment",
             ));
-        }
+        };
+        let sdk = loader
+            .region(region.clone())
+            .credentials_provider(credentials(region, http.clone()))
+            .load()
+            .await;
         Ok(Some(Self {
             settings: Arc::new(settings.clone()),
             sdk,
             http,
         }))
+    }
+}
+
+/// The credentials of every client. Static credentials in the environment (as Lambda sets
+/// them) are what the default chain would pick first, so they are read from there directly;
+/// otherwise the default chain (profile, web identity, ECS, IMDS) is made on the first call
+/// that signs a request. Making it at start-up built its providers' clients (STS for web
+/// identity, IMDS), which was most of what AWS routes added to a Lambda init (BENCHMARKS.md).
+fn credentials(
+    region: aws_types::region::Region,
+    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+) -> aws_credential_types::provider::SharedCredentialsProvider {
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    let set = |name| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    if set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY") {
+        SharedCredentialsProvider::new(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        )
+    } else {
+        SharedCredentialsProvider::new(LazyDefaultChain {
+            region,
+            http,
+            chain: tokio::sync::OnceCell::new(),
+        })
+    }
+}
+
+/// aws-config's default credentials chain, made when first asked for credentials.
+#[derive(Debug)]
+struct LazyDefaultChain {
+    region: aws_types::region::Region,
+    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+    chain:
+        tokio::sync::OnceCell<aws_config::default_provider::credentials::DefaultCredentialsChain>,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for LazyDefaultChain {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            let chain = self
+                .chain
+                .get_or_init(|| {
+                    let config = aws_config::provider_config::ProviderConfig::default()
+                        .with_http_client(self.http.clone())
+                        .with_region(Some(self.region.clone()));
+                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                        .configure(config)
+                        .region(self.region.clone())
+                        .build()
+                })
+                .await;
+            chain.provide_credentials().await
+        })
     }
 }
 

@@ -67,16 +67,43 @@ pub fn load_with(
         None => ConfigSource::BuiltInDefault,
     };
 
-    let figment = figment_for(&source);
-    let mut config: Config = match figment.extract() {
-        Ok(config) => config,
-        Err(error) => return Err(every_problem(&figment, &source, error, secrets)),
+    let direct = match &source {
+        ConfigSource::File(path) if !overridden_by_environment() => std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| toml::from_str::<Config>(&text).ok()),
+        _ => None,
+    };
+    let mut config: Config = match direct {
+        Some(config) => config,
+        None => {
+            let figment = figment_for(&source);
+            match figment.extract() {
+                Ok(config) => config,
+                Err(error) => return Err(every_problem(&figment, &source, error, secrets)),
+            }
+        }
     };
     if let ConfigSource::File(path) = &source {
         config.base_dir = path.parent().map(Path::to_path_buf);
     }
     apply_port_override(&mut config, std::env::var("PORT").ok().as_deref())?;
     Ok((config, source))
+}
+
+/// Whether some `PROXYFN_*` variable (but `PROXYFN_CONFIG`) overrides the file. When none
+/// does, a file is deserialized straight into [`Config`] in one pass, instead of through
+/// figment (TOML into its value tree, merged, then extracted), which was most of the time
+/// spent loading at a Lambda cold start (BENCHMARKS.md). A file that does not deserialize
+/// takes figment's way too, which reports every problem with its key path.
+fn overridden_by_environment() -> bool {
+    std::env::vars_os().any(|(name, _)| {
+        name.to_str().is_some_and(|name| {
+            name.len() > ENV_PREFIX.len()
+                && name.is_char_boundary(ENV_PREFIX.len())
+                && name[..ENV_PREFIX.len()].eq_ignore_ascii_case(ENV_PREFIX)
+                && !name[ENV_PREFIX.len()..].eq_ignore_ascii_case("config")
+        })
+    })
 }
 
 /// The file (if any), then the `PROXYFN_*` environment.
@@ -93,6 +120,9 @@ fn figment_for(source: &ConfigSource) -> Figment {
 }
 
 pub(super) fn from_toml(text: &str) -> Result<Config, ConfigError> {
+    if let Ok(config) = toml::from_str::<Config>(text) {
+        return Ok(config);
+    }
     let figment = Figment::from(TomlSource::Text(text.to_owned()));
     figment.extract().map_err(|error| {
         let mut problems = structural_and_semantic(&figment, error, None, Secrets::Required);
@@ -368,6 +398,19 @@ mod tests {
     fn wrong_types_name_the_key() {
         let err = from_toml("[[routes]]\npath = \"/a\"\n[[routes]]\npath = 5\n").unwrap_err();
         assert_eq!(err.problems[0].key, "routes[1].path");
+    }
+
+    #[test]
+    fn a_file_deserialized_directly_equals_what_figment_extracts() {
+        let example = include_str!("../../proxyfn.toml");
+        let texts = super::super::templates::TEMPLATES.iter().map(|t| t.text);
+        for text in texts.chain([example]) {
+            let direct: Config = toml::from_str(text).expect("deserializes directly");
+            let figment: Config = Figment::from(TomlSource::Text(text.to_owned()))
+                .extract()
+                .expect("figment extracts");
+            assert_eq!(format!("{direct:?}"), format!("{figment:?}"), "{text}");
+        }
     }
 
     #[test]

@@ -20,8 +20,9 @@ pub struct LogConfig {
     /// JSON body fields never written to a log nor echoed in an error: a bare name matches the
     /// member at any depth, a JSON pointer (`/card/number`) one place.
     pub redact: Vec<String>,
-    /// Server mode: hold log lines in a buffer of this size, written out when full or after
-    /// `flush_interval`, instead of one write per line. Off (0) by default.
+    /// Server mode: hold log lines in a buffer of this size, written out when full, after
+    /// `flush_interval` and at shutdown, instead of one write per line (default 64KB; 0 is
+    /// off). Lambda writes each line at once.
     pub buffer: Option<ByteSize>,
     /// How long a buffered line may wait (default 1s).
     pub flush_interval: Option<HumanDuration>,
@@ -62,7 +63,7 @@ pub struct LogSettings {
     pub level: Option<String>,
     pub format: LogFormat,
     pub redact: Redaction,
-    /// Buffered log writes in server mode, when `[log] buffer` is set.
+    /// Buffered log writes in server mode, unless `[log] buffer = 0`.
     pub buffer: Option<LogBuffer>,
 }
 
@@ -75,6 +76,9 @@ pub struct LogBuffer {
 
 /// A larger buffer would only hold more lines back; nginx's own example uses 32k.
 const MAX_LOG_BUFFER: u64 = 16 << 20;
+/// The default: a few hundred access lines per write, as Envoy's access-log buffering does by
+/// default (64KB, flushed every second).
+const DEFAULT_LOG_BUFFER: u64 = 64 << 10;
 /// A line held longer than this would be late for anyone reading the log as it is written.
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -179,9 +183,9 @@ pub fn log_settings(log: &LogConfig, problems: &mut Problems) -> LogSettings {
             problems.add("log.buffer", "must be at most 16MB");
             None
         }
-        Some(ByteSize(0)) | None => None,
-        Some(ByteSize(bytes)) => Some(LogBuffer {
-            bytes: bytes as usize,
+        Some(ByteSize(0)) => None,
+        size => Some(LogBuffer {
+            bytes: size.map_or(DEFAULT_LOG_BUFFER, |size| size.0) as usize,
             flush_interval,
         }),
     };
@@ -254,8 +258,14 @@ mod tests {
     }
 
     #[test]
-    fn log_lines_are_buffered_only_when_a_buffer_size_is_set() {
-        assert_eq!(log_of("").unwrap().buffer, None);
+    fn log_lines_are_buffered_in_64kb_unless_the_buffer_is_zero() {
+        assert_eq!(
+            log_of("").unwrap().buffer,
+            Some(LogBuffer {
+                bytes: 64 << 10,
+                flush_interval: Duration::from_secs(1),
+            })
+        );
         assert_eq!(log_of("[log]\nbuffer = 0").unwrap().buffer, None);
         assert_eq!(
             log_of("[log]\nbuffer = \"32KB\"").unwrap().buffer,

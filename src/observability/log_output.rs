@@ -1,14 +1,14 @@
-//! Where log lines go: stdout, one write per line, or, in server mode with `[log] buffer`,
-//! through one process-wide buffer written out when it is full and every `flush_interval`,
-//! as nginx's `access_log ... buffer= flush=` does. Each request writes one or two lines, and
-//! a `write(2)` per line is expensive when stdout is a pipe, as under a container runtime:
-//! each one also wakes the reader. Full pipeline with a 64KB buffer (BENCHMARKS.md, step 10):
-//! 34.6 → 27.2 µs CPU per request into a pipe, 27.4 → 26.1 µs into /dev/null.
+//! Where log lines go: stdout, one write per line, or, in server mode (unless `[log] buffer =
+//! 0`), through one process-wide buffer written out when it is full and every
+//! `flush_interval`, as nginx's `access_log ... buffer= flush=` and Envoy's buffered access
+//! logs do. Each request writes one or two lines, and a `write(2)` per line is expensive when
+//! stdout is a pipe, as under a container runtime: each one also wakes the reader
+//! (BENCHMARKS.md, step 10).
 //!
 //! The price is that lines reach stdout up to `flush_interval` late, and are lost if the
-//! process is killed (SIGKILL, an abort) before they are written. Graceful shutdown writes
-//! them. Lambda never buffers: an execution environment may be frozen as soon as a response
-//! is sent.
+//! process is killed (SIGKILL, an abort, the OOM killer) before they are written. Graceful
+//! shutdown, and `serve` ending with an error, write them. Lambda never buffers: an
+//! execution environment may be frozen as soon as a response is sent.
 
 use std::{
     io::{self, Write},

@@ -1030,6 +1030,55 @@ async fn an_unreachable_service_is_a_502_problem_after_the_retries() {
     }
 }
 
+/// Without static credentials in the environment, the default chain is made on the first
+/// call: start-up reads no profile, and a credentials file written after start-up is found.
+#[tokio::test]
+async fn credentials_come_from_the_default_chain_made_on_the_first_call() {
+    let moto = Moto::start().await;
+    let sqs = aws_sdk_sqs::Client::new(&moto.sdk());
+    for runtime in BOTH {
+        let queue = sqs
+            .create_queue()
+            .queue_name(named("profile-credentials", runtime))
+            .send()
+            .await
+            .unwrap();
+        let queue_url = queue.queue_url().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = dir.path().join("credentials");
+        let credentials_path = credentials.to_str().unwrap();
+        let mut env: Vec<(&str, &str)> = Moto::env()
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with("AWS_SHARED_CREDENTIALS_FILE"))
+            .map(|(name, value)| match name {
+                "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => (name, ""),
+                _ => (name, value),
+            })
+            .collect();
+        env.push(("AWS_SHARED_CREDENTIALS_FILE", credentials_path));
+        let app = TestApp::new().config(&aws_section(&moto)).route(
+            "/orders",
+            &format!("sqs = {{ queue_url = \"{queue_url}\" }}"),
+        );
+        let gateway = app.start_binary(runtime, &env).await;
+
+        std::fs::write(
+            &credentials,
+            "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+        )
+        .unwrap();
+        let answer = gateway.send(Call::post("/orders", "from a profile")).await;
+        assert_eq!(answer.status, 202, "{runtime:?}: {:?}", answer.body);
+        let received = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(received.messages()[0].body(), Some("from a profile"));
+    }
+}
+
 #[test]
 fn check_names_the_key_of_each_malformed_aws_setting() {
     let config = ConfigFile::new(

@@ -466,6 +466,9 @@ impl Process {
             .env_remove("PORT")
             .env_remove("RUST_LOG")
             .envs(rust_log.map(|level| ("RUST_LOG", level)))
+            // Server mode buffers log lines by default; the tests read them within 10ms, not
+            // the default second (`envs` may set another interval).
+            .env("PROXYFN_LOG__FLUSH_INTERVAL", "10ms")
             .envs(envs.iter().copied())
             .env("OBS_JWT_SECRET", crate::observability::SECRET)
             .stdout(Stdio::piped())

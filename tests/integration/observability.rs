@@ -1,6 +1,8 @@
 //! What the gateway tells operators: the access log of the real binary (server and Lambda),
 //! with no credential in any line, and W3C trace context reaching the upstream.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::{helpers::*, signer::*};
@@ -462,20 +464,30 @@ async fn log_level_comes_from_the_config_and_redacted_fields_never_reach_the_log
     assert!(!output.contains("short-secret"), "{output}");
 }
 
-fn buffered(flush_interval: &str, upstream: &Upstream) -> String {
+fn buffered(upstream: &Upstream) -> String {
     format!(
-        "[log]\nbuffer = \"64KB\"\nflush_interval = \"{flush_interval}\"\n\
-         [upstreams.backend]\nurl = \"{}\"\n\
+        "[upstreams.backend]\nurl = \"{}\"\n\
          [[routes]]\npath = \"/items\"\nupstream = \"backend\"\n",
         upstream.url()
     )
+}
+
+/// The gateway serving `config` with its log lines flushed every `flush_interval` (the test
+/// helper's default is 10ms).
+async fn flushing_every(config: &str, flush_interval: &str) -> Process {
+    Process::start_with(
+        config,
+        Some("info"),
+        &[("PROXYFN_LOG__FLUSH_INTERVAL", flush_interval)],
+    )
+    .await
 }
 
 #[tokio::test]
 async fn buffered_log_lines_are_written_within_the_flush_interval() {
     let upstream = Upstream::echo().await;
     // One line is far from filling 64KB: only the flush interval writes it.
-    let gateway = Process::start(&buffered("100ms", &upstream)).await;
+    let gateway = flushing_every(&buffered(&upstream), "100ms").await;
     let response = client()
         .get(gateway.url("/items"))
         .header("x-request-id", "buffered-1")
@@ -488,10 +500,11 @@ async fn buffered_log_lines_are_written_within_the_flush_interval() {
 }
 
 #[tokio::test]
-async fn buffered_log_lines_are_all_written_at_graceful_shutdown() {
+async fn server_mode_buffers_log_lines_by_default_and_writes_them_all_at_graceful_shutdown() {
     let upstream = Upstream::echo().await;
-    // A flush interval longer than the test: the lines can only come out at shutdown.
-    let mut gateway = Process::start(&buffered("1m", &upstream)).await;
+    // No `[log] buffer` in the file, and a flush interval longer than the test: the lines can
+    // only come out at shutdown.
+    let mut gateway = flushing_every(&buffered(&upstream), "1m").await;
     for n in 0..20 {
         let response = client()
             .get(gateway.url("/items"))
@@ -501,11 +514,31 @@ async fn buffered_log_lines_are_all_written_at_graceful_shutdown() {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        gateway.lines_containing("buffered-").is_empty(),
+        "written before shutdown: {}",
+        gateway.output()
+    );
     gateway.terminate().await;
     gateway.access_event_count(20).await;
     for n in 0..20 {
         gateway.access_event(&format!("buffered-{n}")).await;
     }
+}
+
+#[tokio::test]
+async fn a_zero_log_buffer_writes_each_line_at_once() {
+    let upstream = Upstream::echo().await;
+    let config = format!("[log]\nbuffer = 0\n{}", buffered(&upstream));
+    let gateway = flushing_every(&config, "1m").await;
+    client()
+        .get(gateway.url("/items"))
+        .header("x-request-id", "unbuffered-1")
+        .send()
+        .await
+        .unwrap();
+    gateway.access_event("unbuffered-1").await;
 }
 
 /// With the `otlp` feature and OTEL_EXPORTER_OTLP_ENDPOINT set, each request is a span sent to
