@@ -131,9 +131,9 @@ impl aws_credential_types::provider::ProvideCredentials for LazyDefaultChain {
             let chain = self
                 .chain
                 .get_or_init(|| {
+                    // The builder gives the config its region.
                     let config = aws_config::provider_config::ProviderConfig::default()
-                        .with_http_client(self.http.clone())
-                        .with_region(Some(self.region.clone()));
+                        .with_http_client(self.http.clone());
                     aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
                         .configure(config)
                         .region(self.region.clone())

@@ -465,10 +465,9 @@ async fn log_level_comes_from_the_config_and_redacted_fields_never_reach_the_log
 }
 
 fn buffered(upstream: &Upstream) -> String {
-    format!(
-        "[upstreams.backend]\nurl = \"{}\"\n\
-         [[routes]]\npath = \"/items\"\nupstream = \"backend\"\n",
-        upstream.url()
+    config_with_upstream(
+        &upstream.url(),
+        "[[routes]]\npath = \"/items\"\nupstream = \"backend\"\n",
     )
 }
 
