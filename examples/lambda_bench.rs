@@ -16,6 +16,9 @@
 //!   function's response reaching the Runtime API, and the function's CPU time per invocation;
 //! - peak RSS (VmHWM) after the invocations.
 //!
+//! With `--base`, an earlier build of the gateway runs beside it, with the same
+//! configurations, in the same rounds.
+//!
 //! With `--aws-config`, a third function is the gateway serving a configuration with AWS
 //! service routes, whose SDK clients are made at init; with `--zip`, the function zip's size
 //! is reported and checked. Each function gets the environment Lambda sets, static
@@ -52,6 +55,10 @@ struct Args {
     /// A second gateway configuration, with AWS service routes.
     #[arg(long)]
     aws_config: Option<PathBuf>,
+    /// An earlier build of the gateway, run with the same configurations in the same rounds:
+    /// an interleaved A/B of a change.
+    #[arg(long)]
+    base: Option<PathBuf>,
     /// The function zip (bootstrap and the files it reads), for its size.
     #[arg(long)]
     zip: Option<PathBuf>,
@@ -85,8 +92,16 @@ async fn main() {
         .map(|path| std::fs::canonicalize(path).expect("the AWS config file exists"));
     let event = http_api_event(&args.path);
     let (mut hello, mut gateway, mut with_aws) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut base, mut base_with_aws) = (Vec::new(), Vec::new());
     for _ in 0..args.processes {
         hello.push(run_function(&args.hello, None, &event, args.invocations).await);
+        if let Some(binary) = &args.base {
+            base.push(run_function(binary, Some(&config), &event, args.invocations).await);
+            if let Some(aws_config) = &aws_config {
+                base_with_aws
+                    .push(run_function(binary, Some(aws_config), &event, args.invocations).await);
+            }
+        }
         gateway.push(run_function(&args.gateway, Some(&config), &event, args.invocations).await);
         if let Some(aws_config) = &aws_config {
             with_aws.push(
@@ -95,11 +110,14 @@ async fn main() {
         }
     }
     let with_aws = (!with_aws.is_empty()).then(|| summarize(&with_aws));
+    let base = (!base.is_empty()).then(|| summarize(&base));
+    let base_with_aws = (!base_with_aws.is_empty()).then(|| summarize(&base_with_aws));
     report(
         &args,
         &summarize(&hello),
         &summarize(&gateway),
         with_aws.as_ref(),
+        [base.as_ref(), base_with_aws.as_ref()],
     );
 }
 
@@ -283,7 +301,13 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-fn report(args: &Args, hello: &Summary, gateway: &Summary, with_aws: Option<&Summary>) {
+fn report(
+    args: &Args,
+    hello: &Summary,
+    gateway: &Summary,
+    with_aws: Option<&Summary>,
+    [base, base_with_aws]: [Option<&Summary>; 2],
+) {
     let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
@@ -306,6 +330,11 @@ fn report(args: &Args, hello: &Summary, gateway: &Summary, with_aws: Option<&Sum
         Some(("hello", hello, &args.hello)),
         Some(("proxyfn", gateway, &args.gateway)),
         with_aws.map(|s| ("proxyfn+aws", s, &args.gateway)),
+        base.zip(args.base.as_ref())
+            .map(|(s, binary)| ("base", s, binary)),
+        base_with_aws
+            .zip(args.base.as_ref())
+            .map(|(s, binary)| ("base+aws", s, binary)),
     ];
     for (name, s, binary) in functions.into_iter().flatten() {
         println!(
