@@ -425,7 +425,7 @@ impl AwsAction {
 /// Whether the cargo feature of `service` is built in.
 // Not `matches!`: which arms are true depends on the build's features.
 #[allow(clippy::match_like_matches_macro)]
-fn built_in(service: &str) -> bool {
+pub(super) fn built_in(service: &str) -> bool {
     match service {
         "sqs" => cfg!(feature = "sqs"),
         "sns" => cfg!(feature = "sns"),

@@ -14,9 +14,10 @@
 //! - the route's **fallback** when the call fails after its retries, and its **fault**
 //!   injected per attempt below the SDK's retry loop ([`fault`]), so retries really run.
 //!
-//! Clients are made once, at start-up, only when a route calls AWS; region and credentials
-//! come from the default chain (Lambda's environment, ECS, IMDS, a profile), credentials
-//! lazily, so start-up makes no network call.
+//! The SDK's base configuration is made at start-up, only when a route calls AWS; a route's
+//! service client on its first call. Region and credentials come from the default chain
+//! (Lambda's environment, ECS, IMDS, a profile), credentials lazily, so start-up makes no
+//! network call.
 
 #[cfg(feature = "aws")]
 pub(crate) mod call;

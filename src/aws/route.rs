@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use axum::{
     extract::Request,
     response::{IntoResponse, Response},
@@ -27,7 +28,7 @@ pub struct Aws {
     sdk: aws_types::SdkConfig,
     /// The HTTP client of every service client (hyper 1, rustls), which a route's fault
     /// injection wraps.
-    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+    http: SharedHttpClient,
 }
 
 impl Aws {
@@ -94,7 +95,7 @@ impl Aws {
 /// identity, IMDS), which was most of what AWS routes added to a Lambda init (BENCHMARKS.md).
 fn credentials(
     region: aws_types::region::Region,
-    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+    http: SharedHttpClient,
 ) -> aws_credential_types::provider::SharedCredentialsProvider {
     use aws_credential_types::provider::SharedCredentialsProvider;
     let set = |name| std::env::var_os(name).is_some_and(|value| !value.is_empty());
@@ -115,7 +116,7 @@ fn credentials(
 #[derive(Debug)]
 struct LazyDefaultChain {
     region: aws_types::region::Region,
-    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+    http: SharedHttpClient,
     chain:
         tokio::sync::OnceCell<aws_config::default_provider::credentials::DefaultCredentialsChain>,
 }
@@ -147,10 +148,16 @@ impl aws_credential_types::provider::ProvideCredentials for LazyDefaultChain {
 
 /// One route's AWS call.
 pub struct AwsRoute {
-    service: Service,
+    /// The service client, made on the route's first call: making one builds its runtime
+    /// plugins and endpoint resolver, which a Lambda init would pay for every AWS route
+    /// though an invocation calls one (BENCHMARKS.md).
+    service: std::sync::OnceLock<Service>,
+    aws: Aws,
+    action: AwsAction,
+    /// The HTTP client with the route's fault injection, if it has one.
+    faulty_http: Option<SharedHttpClient>,
     /// The route's name in the log.
     route: Arc<str>,
-    settings: Arc<AwsSettings>,
     fallback: Option<MockRoute>,
 }
 
@@ -173,7 +180,7 @@ enum Service {
 }
 
 impl AwsRoute {
-    /// The route's client; `None` for a service this build lacks (validation refused it).
+    /// The route's call; `None` for a service this build lacks (validation refused it).
     pub fn new(
         aws: &Aws,
         action: &AwsAction,
@@ -181,42 +188,61 @@ impl AwsRoute {
         fault: Option<AwsFault>,
         fallback: Option<MockRoute>,
     ) -> Option<Self> {
-        let base = &aws.sdk;
-        let settings = &*aws.settings;
-        let http = fault.map(|fault| fault::FaultClient::wrapping(aws.http.clone(), fault, action));
-        let service = match action {
-            #[cfg(feature = "sqs")]
-            AwsAction::Sqs(action) => Service::Sqs(super::sqs::SqsRoute::new(base, http, action)),
-            #[cfg(feature = "sns")]
-            AwsAction::Sns(action) => Service::Sns(super::sns::SnsRoute::new(base, http, action)),
-            #[cfg(feature = "s3")]
-            AwsAction::S3(action) => {
-                Service::S3(super::s3::S3Route::new(base, http, action, settings))
-            }
-            #[cfg(feature = "dynamodb")]
-            AwsAction::DynamoDb(action) => {
-                Service::DynamoDb(super::dynamodb::DynamoRoute::new(base, http, action))
-            }
-            #[cfg(feature = "kinesis")]
-            AwsAction::Kinesis(action) => {
-                Service::Kinesis(super::kinesis::KinesisRoute::new(base, http, action))
-            }
-            #[cfg(feature = "eventbridge")]
-            AwsAction::EventBridge(action) => Service::EventBridge(
-                super::eventbridge::EventBridgeRoute::new(base, http, action),
-            ),
-            #[cfg(feature = "step-functions")]
-            AwsAction::StepFunctions(action) => {
-                Service::StepFunctions(super::sfn::SfnRoute::new(base, http, action))
-            }
-            #[allow(unreachable_patterns)]
-            _ => return None,
-        };
+        if !super::config::built_in(action.service()) {
+            return None;
+        }
+        let faulty_http =
+            fault.map(|fault| fault::FaultClient::wrapping(aws.http.clone(), fault, action));
         Some(Self {
-            service,
+            service: std::sync::OnceLock::new(),
+            aws: aws.clone(),
+            action: action.clone(),
+            faulty_http,
             route,
-            settings: aws.settings.clone(),
             fallback,
+        })
+    }
+
+    /// The route's service client, made on first use.
+    fn service(&self) -> &Service {
+        self.service.get_or_init(|| {
+            let base = &self.aws.sdk;
+            let http = self.faulty_http.clone();
+            match &self.action {
+                #[cfg(feature = "sqs")]
+                AwsAction::Sqs(action) => {
+                    Service::Sqs(super::sqs::SqsRoute::new(base, http, action))
+                }
+                #[cfg(feature = "sns")]
+                AwsAction::Sns(action) => {
+                    Service::Sns(super::sns::SnsRoute::new(base, http, action))
+                }
+                #[cfg(feature = "s3")]
+                AwsAction::S3(action) => Service::S3(super::s3::S3Route::new(
+                    base,
+                    http,
+                    action,
+                    &self.aws.settings,
+                )),
+                #[cfg(feature = "dynamodb")]
+                AwsAction::DynamoDb(action) => {
+                    Service::DynamoDb(super::dynamodb::DynamoRoute::new(base, http, action))
+                }
+                #[cfg(feature = "kinesis")]
+                AwsAction::Kinesis(action) => {
+                    Service::Kinesis(super::kinesis::KinesisRoute::new(base, http, action))
+                }
+                #[cfg(feature = "eventbridge")]
+                AwsAction::EventBridge(action) => Service::EventBridge(
+                    super::eventbridge::EventBridgeRoute::new(base, http, action),
+                ),
+                #[cfg(feature = "step-functions")]
+                AwsAction::StepFunctions(action) => {
+                    Service::StepFunctions(super::sfn::SfnRoute::new(base, http, action))
+                }
+                #[allow(unreachable_patterns)]
+                _ => unreachable!("AwsRoute::new refuses a service this build lacks"),
+            }
         })
     }
 
@@ -246,8 +272,8 @@ impl AwsRoute {
         params: Vec<(String, String)>,
     ) -> Result<Response, Error> {
         let mut call =
-            call::Call::begin(request, params, &self.settings, self.reads_body()).await?;
-        let result = match &self.service {
+            call::Call::begin(request, params, &self.aws.settings, self.reads_body()).await?;
+        let result = match self.service() {
             #[cfg(feature = "sqs")]
             Service::Sqs(route) => route.call(&mut call).await,
             #[cfg(feature = "sns")]
@@ -270,10 +296,8 @@ impl AwsRoute {
     /// Whether the call needs the whole body before it starts (all but S3 uploads, which
     /// stream it).
     fn reads_body(&self) -> call::BodyUse {
-        match &self.service {
-            #[cfg(feature = "s3")]
-            Service::S3(_) => call::BodyUse::Stream,
-            #[allow(unreachable_patterns)]
+        match &self.action {
+            AwsAction::S3(_) => call::BodyUse::Stream,
             _ => call::BodyUse::Whole,
         }
     }
