@@ -50,7 +50,7 @@ pub enum Error {
     UpstreamUnavailable {
         upstream: Arc<str>,
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("the response body failed before it was complete")]
     IncompleteResponse,
@@ -393,7 +393,7 @@ impl Error {
             Error::Internal(cause) => tracing::error!(error = %cause, "internal error"),
             Error::UpstreamUnavailable { upstream, source } => {
                 if let Some(held_back) = UNREACHABLE.admit() {
-                    let cause = causes(source)
+                    let cause = causes(&**source)
                         .skip(1)
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()

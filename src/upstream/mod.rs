@@ -17,6 +17,7 @@
 //! request may be retried. Redirects are never followed, and no environment proxy is used.
 
 mod breaker;
+mod client;
 pub mod config;
 pub mod headers;
 mod retry;
@@ -50,6 +51,7 @@ use crate::{
     stall::{Side, StallTimeout},
 };
 use breaker::CircuitBreaker;
+use client::{AttemptBody, Client, ResponseBody, SendError};
 use config::{HealthCheckSettings, UpstreamSettings};
 use retry::RetryPolicy;
 use targets::Targets;
@@ -67,7 +69,7 @@ struct Inner {
     timeout: Duration,
     /// One pooled client per server worker ([`crate::runtime::worker`]): a connection is
     /// driven by the worker that opened it, so reusing it never wakes another thread.
-    clients: Box<[reqwest::Client]>,
+    clients: Box<[Client]>,
     retry: Option<RetryPolicy>,
     breaker: Option<CircuitBreaker>,
     in_flight: Option<Arc<Semaphore>>,
@@ -94,22 +96,19 @@ impl OutboundBody {
     }
 
     /// The body for one attempt, and for a streamed body what tells when it has all been sent.
-    fn take(&mut self) -> (Option<reqwest::Body>, Option<Arc<Sent>>) {
+    fn take(&mut self) -> (AttemptBody, Option<Arc<Sent>>) {
         match self {
-            OutboundBody::Empty => (None, None),
-            OutboundBody::Kept(bytes) => (Some(reqwest::Body::from(bytes.clone())), None),
+            OutboundBody::Empty => (AttemptBody::Empty, None),
+            OutboundBody::Kept(bytes) => (AttemptBody::Bytes(bytes.clone()), None),
             OutboundBody::Stream(body) => match body.take() {
-                None => (None, None),
+                None => (AttemptBody::Empty, None),
                 Some(body) => {
                     let sent = Arc::new(Sent::default());
                     let body = Tracked {
                         inner: body,
                         sent: Some(sent.clone()),
                     };
-                    (
-                        Some(reqwest::Body::wrap_stream(body.into_data_stream())),
-                        Some(sent),
-                    )
+                    (AttemptBody::Stream(Body::new(body)), Some(sent))
                 }
             },
         }
@@ -189,7 +188,7 @@ struct CallStats {
 
 /// What one attempt came to.
 enum Attempt {
-    Answered(reqwest::Response),
+    Answered(http::Response<ResponseBody>),
     Failed(Error),
 }
 
@@ -204,7 +203,7 @@ impl Upstream {
         let now = Instant::now();
         let name: Arc<str> = settings.name.as_str().into();
         let clients = (0..pools.max(1))
-            .map(|_| client(settings, tls))
+            .map(|_| Client::new(settings, tls))
             .collect::<Result<_, _>>()
             .map_err(|e| {
                 ConfigError::single(
@@ -241,7 +240,7 @@ impl Upstream {
     }
 
     /// The connection pool of the worker thread this runs on.
-    fn client(&self) -> &reqwest::Client {
+    fn client(&self) -> &Client {
         let clients = &self.0.clients;
         &clients[crate::runtime::worker_slot(clients.len())]
     }
@@ -307,8 +306,7 @@ impl Upstream {
         if let Some(notes) = notes {
             notes.upstream(&inner.metrics, stats.attempts, stats.last_latency);
         }
-        let response = result?;
-        let mut response: http::Response<reqwest::Body> = response.into();
+        let mut response = result?;
         headers::remove_hop_by_hop(response.headers_mut());
         let response = response.map(|body| StallTimeout::new(body, Side::Upstream, inner.timeout));
         Ok(response.map(|body| match permit {
@@ -328,7 +326,7 @@ impl Upstream {
         may_retry: bool,
         body_limit: u64,
         stats: &mut CallStats,
-    ) -> Result<reqwest::Response, Error> {
+    ) -> Result<http::Response<ResponseBody>, Error> {
         let inner = &*self.0;
         let attempts = inner.retry.as_ref().map_or(1, |r| r.settings.attempts);
         if let Some(policy) = &inner.retry {
@@ -419,14 +417,15 @@ impl Upstream {
 
         let target = inner.targets.get(index);
         let url = target.url_for(path, outbound.query.as_deref());
-        let mut request = reqwest::Request::new(outbound.method.clone(), url);
-        *request.headers_mut() = if last {
+        let headers = if last {
             std::mem::take(&mut outbound.headers)
         } else {
             outbound.headers.clone()
         };
         let (body, sent) = outbound.body.take();
-        *request.body_mut() = body;
+        let request = self
+            .client()
+            .send(outbound.method.clone(), url, headers, body);
 
         // The upstream's `timeout` starts once it has the whole request: a client uploading
         // slowly is not an upstream that does not answer.
@@ -450,7 +449,7 @@ impl Upstream {
         // answer in the time there was, which counts against it.
         let mut out_of_time_waiting = false;
         let outcome = tokio::select! {
-            result = self.client().execute(request) => match result {
+            result = request => match result {
                 Ok(response) => Attempt::Answered(response),
                 Err(error) => {
                     mid_upload = !error.is_connect() && sent.as_ref().is_some_and(|s| !s.is_done());
@@ -487,9 +486,7 @@ impl Upstream {
         Ok(outcome)
     }
 
-    fn classify(&self, error: reqwest::Error, body_limit: u64) -> Error {
-        // The URL may carry secrets in its query string: keep it out of logs.
-        let error = error.without_url();
+    fn classify(&self, error: SendError, body_limit: u64) -> Error {
         if is_body_limit_error(&error) {
             return Error::PayloadTooLarge { limit: body_limit };
         }
@@ -501,9 +498,7 @@ impl Upstream {
             };
         }
         // The client's own body stream failed (an aborted upload): its fault, not the upstream's.
-        if error.is_body()
-            || (error.is_request() && !error.is_connect() && caused_by::<axum::Error>(&error))
-        {
+        if error.is_body() || (!error.is_connect() && caused_by::<axum::Error>(&error)) {
             return Error::BadRequestBody(Box::new(error));
         }
         // A connection that could not be made, even by timing out, is "unreachable" (502);
@@ -515,7 +510,7 @@ impl Upstream {
         }
         Error::UpstreamUnavailable {
             upstream: self.0.name.clone(),
-            source: error,
+            source: Box::new(error),
         }
     }
 
@@ -552,20 +547,36 @@ impl Upstream {
         }))
     }
 
+    /// One health-check request: the status it got, or why it got none.
+    async fn probe(&self, url: &str, timeout: Duration) -> Result<http::StatusCode, String> {
+        let url = reqwest::Url::parse(url).map_err(|error| error.to_string())?;
+        let send = self
+            .client()
+            .send(Method::GET, url, HeaderMap::new(), AttemptBody::Empty);
+        match tokio::time::timeout(timeout, send).await {
+            Ok(Ok(response)) => Ok(response.status()),
+            Ok(Err(error)) => Err(crate::error::causes(&error)
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ")),
+            Err(_) => Err(format!("no answer in {timeout:?}")),
+        }
+    }
+
     async fn probe_all(&self, check: &HealthCheckSettings) {
         let inner = &*self.0;
         for (index, target) in inner.targets.iter().enumerate() {
             let url = format!("{}{}", target.url, check.path);
-            let result = self.client().get(url).timeout(check.timeout).send().await;
+            let result = self.probe(&url, check.timeout).await;
             let healthy =
-                matches!(&result, Ok(r) if r.status().is_success() || r.status().is_redirection());
+                matches!(&result, Ok(status) if status.is_success() || status.is_redirection());
             if inner.targets.set_probe_result(index, healthy) {
                 match result {
-                    Ok(response) if !healthy => {
-                        tracing::warn!(upstream = %inner.name, target = %target.url, status = response.status().as_u16(), "health check failed")
+                    Ok(status) if !healthy => {
+                        tracing::warn!(upstream = %inner.name, target = %target.url, status = status.as_u16(), "health check failed")
                     }
                     Err(error) => {
-                        tracing::warn!(upstream = %inner.name, target = %target.url, error = %error.without_url(), "health check failed")
+                        tracing::warn!(upstream = %inner.name, target = %target.url, %error, "health check failed")
                     }
                     _ => {
                         tracing::info!(upstream = %inner.name, target = %target.url, "health check passed again")
@@ -576,26 +587,7 @@ impl Upstream {
     }
 }
 
-/// A pooled client for one upstream: its own connect timeout, no redirects, no environment
-/// proxy.
-fn client(
-    settings: &UpstreamSettings,
-    tls: &rustls::ClientConfig,
-) -> Result<reqwest::Client, reqwest::Error> {
-    // No read timeout here: it would also run while the request body is still being sent,
-    // blaming the upstream for a slow client. `Upstream::attempt` and the response body's
-    // [`StallTimeout`] time the upstream's own silence instead.
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls.clone())
-        .connect_timeout(settings.connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-}
-
-fn finish(outcome: Attempt) -> Result<reqwest::Response, Error> {
+fn finish(outcome: Attempt) -> Result<http::Response<ResponseBody>, Error> {
     match outcome {
         Attempt::Answered(response) => Ok(response),
         Attempt::Failed(error) => Err(error),
