@@ -64,47 +64,42 @@ impl Upstream {
     pub async fn recording(
         respond: impl Fn(&Captured) -> Response + Clone + Send + Sync + 'static,
     ) -> Self {
-        let seen: Arc<Mutex<Vec<Captured>>> = Arc::default();
-        let store = seen.clone();
-        let router = Router::new().fallback(move |request: Request| {
-            let store = store.clone();
-            let respond = respond.clone();
-            async move {
-                let (parts, body) = request.into_parts();
-                let body = body
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
-                let captured = Captured {
-                    method: parts.method.to_string(),
-                    target: parts
-                        .uri
-                        .path_and_query()
-                        .map(|pq| pq.as_str().to_owned())
-                        .unwrap_or_default(),
-                    headers: parts.headers,
-                    body,
-                };
-                let response = respond(&captured);
-                store.lock().unwrap().push(captured);
-                response
-            }
-        });
+        let (router, seen) = recording_router(respond);
         let mut upstream = Self::serve(router).await;
         upstream.seen = seen;
         upstream
     }
 
+    /// [`Upstream::echo`] over TLS (HTTP/1.1), with a certificate for 127.0.0.1 that `ca`
+    /// signed.
+    pub async fn echo_tls(ca: &TestCa) -> Self {
+        let (router, seen) = recording_router(echo_response);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config()));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, router) = (acceptor.clone(), router.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(router);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen, task }
+    }
+
     /// Answers 200 with the request body echoed back and `x-upstream: yes`.
     pub async fn echo() -> Self {
-        Self::recording(|captured| {
-            Response::builder()
-                .header("x-upstream", "yes")
-                .body(axum::body::Body::from(captured.body.clone()))
-                .unwrap()
-        })
-        .await
+        Self::recording(echo_response).await
     }
 
     pub fn url(&self) -> String {
@@ -119,6 +114,135 @@ impl Upstream {
         self.requests()
             .pop()
             .expect("the upstream received a request")
+    }
+}
+
+fn echo_response(captured: &Captured) -> Response {
+    Response::builder()
+        .header("x-upstream", "yes")
+        .body(axum::body::Body::from(captured.body.clone()))
+        .unwrap()
+}
+
+/// A router that records every request, then answers with `respond(&captured)`.
+fn recording_router(
+    respond: impl Fn(&Captured) -> Response + Clone + Send + Sync + 'static,
+) -> (Router, Arc<Mutex<Vec<Captured>>>) {
+    let seen: Arc<Mutex<Vec<Captured>>> = Arc::default();
+    let store = seen.clone();
+    let router = Router::new().fallback(move |request: Request| {
+        let store = store.clone();
+        let respond = respond.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let captured = Captured {
+                method: parts.method.to_string(),
+                target: parts
+                    .uri
+                    .path_and_query()
+                    .map(|pq| pq.as_str().to_owned())
+                    .unwrap_or_default(),
+                headers: parts.headers,
+                body,
+            };
+            let response = respond(&captured);
+            store.lock().unwrap().push(captured);
+            response
+        }
+    });
+    (router, seen)
+}
+
+/// A certificate authority for TLS upstreams, made with openssl in a temporary directory,
+/// and a certificate it signed for 127.0.0.1.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let output = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs (scripts/test installs it)");
+            assert!(output.status.success(), "openssl {args:?}: {output:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let ca = [
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=proxyfn test CA",
+            "-keyout",
+            "ca.key",
+        ];
+        openssl(&[&["req"][..], &ec, &ca, &["-out", "ca.pem"]].concat());
+        let leaf = [
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+        ];
+        openssl(&[&["req"][..], &ec, &leaf].concat());
+        std::fs::write(dir.path().join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "leaf.pem",
+        ]);
+        Self { dir }
+    }
+
+    /// The CA certificate (PEM), for `SSL_CERT_FILE`.
+    pub fn cert_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn server_config(&self) -> rustls::ServerConfig {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let chain = CertificateDer::pem_file_iter(self.dir.path().join("leaf.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(self.dir.path().join("leaf.key")).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config
     }
 }
 

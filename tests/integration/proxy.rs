@@ -534,3 +534,89 @@ fn tokio_stream<T: Send + 'static>(
         rx.recv().await.map(|item| (item, rx))
     })
 }
+
+/// An upstream with an HTTPS target is called through reqwest, a plain one through
+/// hyper-util's client: the request each receives must be the same.
+#[tokio::test]
+async fn an_https_upstream_receives_the_same_request_as_a_plain_one() {
+    let ca = TestCa::new();
+    let plain = Upstream::echo().await;
+    let secure = Upstream::echo_tls(&ca).await;
+    let config = format!(
+        "[upstreams.plain]\nurl = \"{}\"\n[upstreams.secure]\nurl = \"https://{}\"\n\
+         [[routes]]\npath = \"/plain/{{*rest}}\"\nupstream = \"plain\"\n\
+         [[routes]]\npath = \"/secure/{{*rest}}\"\nupstream = \"secure\"\n",
+        plain.url(),
+        secure.addr,
+    );
+    let cert_file = ca.cert_file();
+    let gateway = Process::start_with(
+        &config,
+        Some("info"),
+        &[("SSL_CERT_FILE", cert_file.to_str().unwrap())],
+    )
+    .await;
+    let body: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+
+    for prefix in ["/plain", "/secure"] {
+        let response = client()
+            .put(gateway.url(&format!("{prefix}/items/a%20b?x=1&x=2")))
+            .header("x-multi", "one")
+            .header("x-multi", "two")
+            .header("content-type", "application/octet-stream")
+            .header("connection", "x-multi-hidden")
+            .header("x-multi-hidden", "dropped")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{prefix}");
+        assert_eq!(response.headers()["x-upstream"], "yes");
+        assert_eq!(response.bytes().await.unwrap(), body, "{prefix}");
+    }
+
+    let (plain_seen, secure_seen) = (plain.last(), secure.last());
+    assert_eq!(secure_seen.method, "PUT");
+    assert_eq!(secure_seen.target, "/secure/items/a%20b?x=1&x=2");
+    assert_eq!(plain_seen.target, "/plain/items/a%20b?x=1&x=2");
+    assert_eq!(secure_seen.body, body);
+    assert_eq!(secure_seen.headers["host"], secure.addr.to_string());
+    assert!(!secure_seen.headers.contains_key("x-multi-hidden"));
+    // Every field but those naming the request or its upstream is the same.
+    let comparable = |mut headers: http::HeaderMap| {
+        for name in ["host", "x-request-id", "traceparent"] {
+            headers.remove(name);
+        }
+        headers
+    };
+    assert_eq!(
+        comparable(secure_seen.headers),
+        comparable(plain_seen.headers)
+    );
+}
+
+#[tokio::test]
+async fn an_https_upstream_whose_certificate_is_not_trusted_is_unreachable() {
+    let (ca, other) = (TestCa::new(), TestCa::new());
+    let secure = Upstream::echo_tls(&ca).await;
+    let config = format!(
+        "[upstreams.secure]\nurl = \"https://{}\"\n\
+         [[routes]]\npath = \"/{{*rest}}\"\nupstream = \"secure\"\n",
+        secure.addr,
+    );
+    let cert_file = other.cert_file();
+    let gateway = Process::start_with(
+        &config,
+        Some("info"),
+        &[("SSL_CERT_FILE", cert_file.to_str().unwrap())],
+    )
+    .await;
+
+    let response = client().get(gateway.url("/x")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(secure.requests().is_empty());
+}
