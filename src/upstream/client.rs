@@ -5,7 +5,7 @@
 //! configuration. reqwest is built on that same hyper-util client; what it adds to every
 //! request (its default headers merged into a copy of the request's, the URL turned into a
 //! URI, a redirect layer that runs even with redirects off, its own request and response
-//! types) was a third of a bare forwarding proxy's CPU time (BENCHMARKS.md), and a
+//! types) costs a pass-through measurably more CPU per request (BENCHMARKS.md), and a
 //! pass-through needs none of it. Both send the same request: the same headers (reqwest's
 //! one default, `Accept: */*`, included), connection settings and pool.
 
@@ -165,8 +165,8 @@ impl SendError {
         }
     }
 
-    /// The upstream accepted the request, then ran out of time (only reqwest times a
-    /// request itself, for its TLS handshake).
+    /// The upstream accepted the request, then ran out of time. Only reqwest has timers of
+    /// its own, and of those only the connect timeout is set, so this is a safeguard.
     pub(super) fn is_timeout(&self) -> bool {
         matches!(self, SendError::Tls(error) if error.is_timeout())
     }

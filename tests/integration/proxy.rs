@@ -535,6 +535,17 @@ fn tokio_stream<T: Send + 'static>(
     })
 }
 
+/// The binary serving `config`, trusting only `ca`'s certificates.
+async fn gateway_trusting(ca: &TestCa, config: &str) -> Process {
+    let cert_file = ca.cert_file();
+    Process::start_with(
+        config,
+        Some("info"),
+        &[("SSL_CERT_FILE", cert_file.to_str().unwrap())],
+    )
+    .await
+}
+
 /// An upstream with an HTTPS target is called through reqwest, a plain one through
 /// hyper-util's client: the request each receives must be the same.
 #[tokio::test]
@@ -549,13 +560,7 @@ async fn an_https_upstream_receives_the_same_request_as_a_plain_one() {
         plain.url(),
         secure.addr,
     );
-    let cert_file = ca.cert_file();
-    let gateway = Process::start_with(
-        &config,
-        Some("info"),
-        &[("SSL_CERT_FILE", cert_file.to_str().unwrap())],
-    )
-    .await;
+    let gateway = gateway_trusting(&ca, &config).await;
     let body: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
 
     for prefix in ["/plain", "/secure"] {
@@ -604,13 +609,7 @@ async fn an_https_upstream_whose_certificate_is_not_trusted_is_unreachable() {
          [[routes]]\npath = \"/{{*rest}}\"\nupstream = \"secure\"\n",
         secure.addr,
     );
-    let cert_file = other.cert_file();
-    let gateway = Process::start_with(
-        &config,
-        Some("info"),
-        &[("SSL_CERT_FILE", cert_file.to_str().unwrap())],
-    )
-    .await;
+    let gateway = gateway_trusting(&other, &config).await;
 
     let response = client().get(gateway.url("/x")).send().await.unwrap();
     assert_eq!(response.status(), 502);
