@@ -58,11 +58,7 @@ impl Client {
         settings: &UpstreamSettings,
         tls: &rustls::ClientConfig,
     ) -> Result<Self, reqwest::Error> {
-        let plain = settings.targets.iter().all(|url| {
-            url.get(..7)
-                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-        });
-        if !plain {
+        if settings.targets.iter().any(|url| super::tls::is_https(url)) {
             return tls_client(settings, tls).map(Client::Tls);
         }
         let mut connector = HttpConnector::new();

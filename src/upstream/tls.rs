@@ -16,21 +16,23 @@ use crate::{
     config::{ConfigError, Plan},
 };
 
+/// Whether `url` (validated as http or https) is an HTTPS one.
+pub fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
 /// Whether anything in `plan` calls out over HTTPS: an upstream target or a JWKS endpoint.
 pub fn needs_trust_store(plan: &Plan) -> bool {
-    let https = |url: &str| {
-        url.get(..8)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
-    };
     plan.upstreams
         .values()
         .flat_map(|upstream| &upstream.targets)
-        .any(|target| https(target))
+        .any(|target| is_https(target))
         || plan
             .auth
             .jwt
             .values()
-            .any(|jwt| matches!(&jwt.keys, JwtKeySource::Jwks(url) if https(url)))
+            .any(|jwt| matches!(&jwt.keys, JwtKeySource::Jwks(url) if is_https(url)))
 }
 
 /// The client TLS configuration every client shares: the platform's verifier over the system
